@@ -1,0 +1,92 @@
+"""The `sarmae` command line: a thin layer over the library. Errors are mapped to
+one-line messages and exit codes here, in one place."""
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from sarmae_cli import __version__
+from sarmae_cli.cli import classify, embed, export, finetune, pretrain, segment, weights
+from sarmae_cli.errors import SarmaeError
+
+
+class SarmaeGroup(TyperGroup):
+    """Runs the app and turns every error into one line on stderr and an exit code:
+    0 ok, 1 runtime failure, 2 usage error, 130 interrupted."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+            code = rv if isinstance(rv, int) else 0
+        except typer.TyperException as e:  # click-level usage errors
+            if type(e).__name__ != "NoArgsIsHelpError":  # that one has shown the help already
+                ctx = getattr(e, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx else ""
+                typer.echo(f"Error: {e.format_message()}{hint}", err=True)
+            code = e.exit_code
+        except SarmaeError as e:
+            typer.echo(f"Error: {e}", err=True)
+            code = e.exit_code
+        except (typer.Abort, KeyboardInterrupt):
+            typer.echo("Interrupted.", err=True)
+            code = 130
+        except Exception as e:
+            if os.environ.get("SARMAE_DEBUG"):
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            typer.echo(
+                f"Error: internal error {type(e).__name__}: {msg} "
+                "(set SARMAE_DEBUG=1 for a traceback and please report it)",
+                err=True,
+            )
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    name="sarmae",
+    cls=SarmaeGroup,
+    help="SARMAE: a foundation model for synthetic aperture radar, from the command line.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sarmae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """SARMAE: a foundation model for synthetic aperture radar, from the command line."""
+
+
+def _planned(issue: int) -> str:
+    return f"Not implemented yet: planned in issue #{issue}."
+
+
+app.command(epilog=_planned(3))(pretrain.pretrain)
+app.command(epilog=_planned(5))(finetune.finetune)
+app.command(epilog=_planned(4))(embed.embed)
+app.command(epilog=_planned(4))(classify.classify)
+app.command(epilog=_planned(4))(segment.segment)
+app.command(epilog=_planned(6))(export.export)
+app.add_typer(weights.app, name="weights")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

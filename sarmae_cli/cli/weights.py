@@ -1,0 +1,140 @@
+"""`sarmae weights`: list the shipped weights, show a file's metadata, import official ones."""
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sarmae_cli.cli.options import Overwrite
+from sarmae_cli.model import checkpoint
+from sarmae_cli.model.config import ViTConfig, preset_name
+from sarmae_cli.model.official import import_official
+
+app = typer.Typer(help="List, inspect and import weights.", no_args_is_help=True)
+
+
+def _arch(encoder: dict[str, Any]) -> str:
+    cfg = ViTConfig.from_dict(encoder)
+    name = preset_name(cfg) or "custom"
+    return f"ViT-{name} p{cfg.patch_size} {cfg.img_size}px {cfg.in_chans}ch"
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    meta = checkpoint.read_meta(path)
+    shapes = checkpoint.tensor_shapes(path)
+    n_params = sum(int(_prod(s)) for s in shapes.values())
+    return {
+        "path": str(path),
+        "size_mb": round(path.stat().st_size / 1e6, 2),
+        "tensors": len(shapes),
+        "parameters": n_params,
+        **meta.to_dict(),
+    }
+
+
+def _prod(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+@app.command("list")
+def list_weights(
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the shipped default weights and their tasks.
+
+    $ sarmae weights list
+    """
+    folder = checkpoint.shipped_weights_dir()
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    rows = [_summary(p) for p in files]
+    if json_out:
+        typer.echo(json.dumps({"folder": str(folder), "weights": rows}, indent=2))
+        return
+    if not rows:
+        typer.echo(f"No shipped weights in {folder} yet.")
+        return
+    table = Table(title=f"Shipped weights in {folder}")
+    for col in ("file", "task", "model", "bands", "classes", "MB"):
+        table.add_column(col, no_wrap=col in ("file", "task"))
+    for r in rows:
+        table.add_row(
+            Path(r["path"]).name,
+            r["task"],
+            _arch(r["encoder"]),
+            ",".join(r["bands"]),
+            ",".join(r["class_names"] or []) or "-",
+            f"{r['size_mb']:.1f}",
+        )
+    Console().print(table)
+
+
+@app.command("info")
+def info(
+    path: Annotated[Path, typer.Argument(help="A sarmae weights file (.safetensors).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the metadata of a weights file.
+
+    $ sarmae weights info weights/sarmae_tiny.safetensors --json
+    """
+    s = _summary(path)
+    if json_out:
+        typer.echo(json.dumps(s, indent=2, default=str))
+        return
+    table = Table(title=str(path), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("task", s["task"])
+    table.add_row("architecture", _arch(s["encoder"]))
+    table.add_row("encoder", json.dumps(s["encoder"]))
+    if s["decoder"]:
+        table.add_row("MAE decoder", json.dumps(s["decoder"]))
+    if s["head"]:
+        table.add_row("head", json.dumps(s["head"]))
+    table.add_row("parameters", f"{s['parameters']:,} in {s['tensors']} tensors")
+    table.add_row("size", f"{s['size_mb']} MB")
+    table.add_row("bands", ", ".join(s["bands"]))
+    table.add_row("input scaling", json.dumps(s["input_scaling"]))
+    table.add_row("normalization", json.dumps(s["normalization"]))
+    table.add_row("classes", ", ".join(s["class_names"] or []) or "-")
+    table.add_row("tile", f"{s['tile'].get('size')} px, overlap {s['tile'].get('overlap')} px")
+    if s["channel_adaptation"]:
+        table.add_row("channel adaptation", json.dumps(s["channel_adaptation"]))
+    for k, v in s["provenance"].items():
+        table.add_row(f"provenance.{k}", str(v))
+    if s["metrics"]:
+        table.add_row("metrics", json.dumps(s["metrics"]))
+    if s["training"]:
+        table.add_row("training", json.dumps(s["training"])[:300])
+    table.add_row("checksum (sha256)", s["tensors_sha256"] or "-")
+    Console(width=max(100, Console().width)).print(table)
+
+
+@app.command("import")
+def import_(
+    src: Annotated[Path, typer.Argument(help="Official SARMAE checkpoint (pickled .pth).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors.")],
+    keep_decoder: Annotated[
+        bool, typer.Option("--keep-decoder", help="Keep the MAE decoder (continued pretraining).")
+    ] = False,
+    in_chans: Annotated[
+        int | None,
+        typer.Option("--in-chans", min=1, help="Adapt the patch embedding to N input bands."),
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Convert an official SARMAE ViT-B/L checkpoint to sarmae weights (no pickled code runs).
+
+    $ sarmae weights import SARMAE_vitb_checkpoint-last.pth -o sarmae_vitb.safetensors
+    """
+    command = shlex.join(["sarmae", *sys.argv[1:]])
+    meta = import_official(src, output, keep_decoder, in_chans, overwrite, command=command)
+    typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}", err=True)

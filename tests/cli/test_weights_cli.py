@@ -1,0 +1,144 @@
+"""`sarmae weights list|info|import` end to end, including every bad input."""
+
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+
+from sarmae_cli.model import read_meta
+from tests.helpers import official_checkpoint
+
+
+def test_import_then_info(invoke, tiny_official, tmp_path):
+    dst = tmp_path / "sarmae_tiny.safetensors"
+    r = invoke("weights", "import", tiny_official, "-o", dst)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == "" and "wrote" in r.stderr
+    meta = read_meta(dst)
+    assert meta.provenance["command"].startswith("sarmae ")
+    r = invoke("weights", "info", dst, "--json")
+    assert r.exit_code == 0
+    info = json.loads(r.stdout)
+    assert info["format"] == "sarmae-weights" and info["task"] == "encoder"
+    assert info["parameters"] == sum(
+        p.numel() for p in __import__("timm").create_model("vit_tiny_patch16_224", num_classes=0).parameters()
+    )
+    assert info["normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    r = invoke("weights", "info", dst)
+    assert r.exit_code == 0
+    for field in ("encoder", "ViT-tiny p16 224px 3ch", "input scaling", "uint8", "checksum"):
+        assert field in r.stdout
+
+
+def test_import_options(invoke, tiny_official, tmp_path):
+    dst = tmp_path / "mae1.safetensors"
+    r = invoke("weights", "import", tiny_official, "-o", dst, "--keep-decoder", "--in-chans", "1")
+    assert r.exit_code == 0, r.stderr
+    meta = read_meta(dst)
+    assert meta.task == "pretrain" and meta.encoder["in_chans"] == 1
+    assert meta.channel_adaptation["to_in_chans"] == 1
+
+
+def _one_line_error(r, code, *needles):
+    assert r.exit_code == code if code is not None else r.exit_code != 0, (r.exit_code, r.stderr)
+    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in r.stderr, r.stderr
+
+
+def test_import_bad_inputs(invoke, tiny_official, tmp_path):
+    dst = tmp_path / "out.safetensors"
+    text = tmp_path / "readme.pth"
+    text.write_text("not a checkpoint")
+    _one_line_error(invoke("weights", "import", text, "-o", dst), 1, "not a PyTorch checkpoint")
+    _one_line_error(invoke("weights", "import", tmp_path / "missing.pth", "-o", dst), 1, "not found")
+
+    import timm
+
+    other = tmp_path / "resnet.pth"
+    torch.save({"model": timm.create_model("resnet18").state_dict()}, other)
+    _one_line_error(invoke("weights", "import", other, "-o", dst), 1, "not a SARMAE checkpoint")
+
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(tiny_official.read_bytes()[:50_000])
+    _one_line_error(invoke("weights", "import", cut, "-o", dst), 1, "truncated or corrupted")
+    assert not dst.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"echo owned > {self.marker}",))
+
+
+def test_import_refuses_code_execution(invoke, tmp_path):
+    marker = tmp_path / "owned.txt"
+    src = tmp_path / "evil.pth"
+    torch.save({"model": {"sar_encoder.cls_token": torch.zeros(1, 1, 8)}, "x": _Payload(marker)}, src)
+    dst = tmp_path / "out.safetensors"
+    _one_line_error(invoke("weights", "import", src, "-o", dst), 1, "refused", "nothing")
+    assert not marker.exists() and not dst.exists()
+
+
+def test_import_destination_rules(invoke, tiny_official, tmp_path):
+    dst = tmp_path / "exists.safetensors"
+    dst.write_bytes(b"keep me")
+    _one_line_error(invoke("weights", "import", tiny_official, "-o", dst), 2, "--overwrite")
+    assert dst.read_bytes() == b"keep me"
+    assert invoke("weights", "import", tiny_official, "-o", dst, "--overwrite").exit_code == 0
+    assert read_meta(dst).task == "encoder"
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    _one_line_error(
+        invoke("weights", "import", tiny_official, "-o", blocker / "w.safetensors"),
+        2,
+        "not a folder",
+    )
+    _one_line_error(
+        invoke("weights", "import", tiny_official, "-o", tmp_path / "no" / "w.st"),
+        2,
+        "does not exist",
+    )
+
+
+def test_import_unwritable_destination(invoke, tiny_official):
+    # /proc refuses new files, even for root (whose os.access checks always pass)
+    r = invoke("weights", "import", tiny_official, "-o", "/proc/w.safetensors")
+    _one_line_error(r, None, "cannot write /proc/w.safetensors")
+
+
+def test_info_bad_inputs(invoke, tmp_path):
+    _one_line_error(invoke("weights", "info", tmp_path / "none.safetensors"), 1, "not found")
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(3)}, str(plain))
+    _one_line_error(invoke("weights", "info", plain), 1, "without sarmae metadata")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    _one_line_error(invoke("weights", "info", junk), 1, "not a readable safetensors")
+
+
+def test_list_shipped(invoke, tiny_official, tmp_path, monkeypatch):
+    monkeypatch.setenv("SARMAE_WEIGHTS_DIR", str(tmp_path))
+    r = invoke("weights", "list")
+    assert r.exit_code == 0 and "No shipped weights" in r.stdout
+    invoke("weights", "import", tiny_official, "-o", tmp_path / "sarmae_tiny.safetensors")
+    r = invoke("weights", "list", "--json")
+    rows = json.loads(r.stdout)["weights"]
+    assert [(os.path.basename(w["path"]), w["task"]) for w in rows] == [
+        ("sarmae_tiny.safetensors", "encoder")
+    ]
+    r = invoke("weights", "list")
+    assert "sarmae_tiny.safetensors" in r.stdout and "encoder" in r.stdout
+
+
+def test_vit_base_cli_import(invoke, tmp_path):
+    src = official_checkpoint(tmp_path / "b.pth", "vit_base_patch16_224", with_extras=True)
+    r = invoke("weights", "import", src, "-o", tmp_path / "b.safetensors", "--keep-decoder")
+    assert r.exit_code == 0, r.stderr
+    assert "ViT-base p16 224px 3ch" in r.stderr
