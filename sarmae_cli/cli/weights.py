@@ -2,7 +2,6 @@
 
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -135,6 +134,8 @@ def import_(
 
     $ sarmae weights import SARMAE_vitb_checkpoint-last.pth -o sarmae_vitb.safetensors
     """
-    command = shlex.join(["sarmae", *sys.argv[1:]])
+    argv = ["sarmae", "weights", "import", str(src), "-o", str(output)]
+    argv += ["--keep-decoder"] * keep_decoder + (["--in-chans", str(in_chans)] if in_chans else [])
+    command = shlex.join(argv)
     meta = import_official(src, output, keep_decoder, in_chans, overwrite, command=command)
     typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}", err=True)

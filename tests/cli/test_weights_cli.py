@@ -16,7 +16,7 @@ def test_import_then_info(invoke, tiny_official, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert r.stdout == "" and "wrote" in r.stderr
     meta = read_meta(dst)
-    assert meta.provenance["command"].startswith("sarmae ")
+    assert meta.provenance["command"] == f"sarmae weights import {tiny_official} -o {dst}"
     r = invoke("weights", "info", dst, "--json")
     assert r.exit_code == 0
     info = json.loads(r.stdout)
