@@ -1,0 +1,134 @@
+"""Input scaling: raw SAR pixel values (uint8 renderings, uint16 amplitude DN, dB, linear
+power, amplitude, complex SLC) -> model input. One function per step, all pure numpy.
+
+Pipeline for a [C, H, W] array:
+1. `to_db`: every calibrated mode goes to decibels (uint8 stays a display rendering);
+2. `to_unit`: dB are stretched to [0, 1] with a fixed range or per-scene percentiles
+   (`stretch_range`, computed once per scene from a decimated read, never per tile);
+   uint8 is x / 255, as the SARMAE reference feeds it;
+3. `normalize`: (u - mean) / std per band from the weights' metadata.
+Invalid pixels (nodata, NaN/inf, power <= 0) become NaN in steps 1-2 and 0 after step 3;
+the caller keeps the validity mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sarmae_cli.errors import UsageError
+
+MODES = ("uint8", "uint16", "db", "power", "amplitude")
+STRETCHES = ("fixed", "percentile")
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How raw pixels become model input; stored in weights metadata as `input_scaling`."""
+
+    mode: str = "uint8"
+    stretch: str = "fixed"  # for dB-domain modes: fixed `db_range` or per-scene `percentiles`
+    db_range: tuple[float, float] = (-30.0, 5.0)
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. how `auto` chose the mode
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"unknown input scaling {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.stretch not in STRETCHES:
+            raise UsageError(f"unknown stretch {self.stretch!r}; use one of {', '.join(STRETCHES)}")
+        lo, hi = self.db_range
+        if not lo < hi:
+            raise UsageError(f"db_range must be increasing, got {self.db_range}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["db_range"], d["percentiles"] = list(self.db_range), list(self.percentiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scaling:
+        known = {"mode", "stretch", "db_range", "percentiles", "extra"}
+        kw = {k: v for k, v in d.items() if k in known}
+        for k in ("db_range", "percentiles"):
+            if k in kw:
+                kw[k] = tuple(float(v) for v in kw[k])
+        kw.setdefault("extra", {k: v for k, v in d.items() if k not in known})
+        return cls(**kw)
+
+
+def detect_mode(dtype: np.dtype | str, sample: np.ndarray, hints: str = "") -> tuple[str, str]:
+    """Guess the scaling of a raster from its dtype, a sample of valid values and text hints
+    (file name, band descriptions, tags). Returns (mode, the rule that decided)."""
+    dtype = np.dtype(dtype)
+    h = hints.lower()
+    if np.issubdtype(dtype, np.complexfloating) or dtype.kind == "c":
+        return "amplitude", "complex (SLC) data: its modulus is used as amplitude"
+    if dtype == np.uint8:
+        return "uint8", "8-bit integers: a display rendering, scaled by 1/255"
+    if dtype in (np.uint16, np.int16, np.uint32, np.int32):
+        return "uint16", f"{dtype} integers: amplitude digital numbers"
+    v = sample[np.isfinite(sample)]
+    if "db" in h.replace("dbz", "") or "decibel" in h:
+        return "db", "metadata or file name says dB"
+    if v.size and (v < 0).mean() > 0.05:
+        return "db", "floats with many negative values: decibels"
+    if v.size and np.median(v) < 1.0:
+        return "power", "non-negative floats with median < 1: linear power (sigma0 / intensity)"
+    return "amplitude", "non-negative floats with median >= 1: amplitude"
+
+
+def to_db(x: np.ndarray, mode: str) -> np.ndarray:
+    """Raw values -> dB (float32), NaN where undefined. uint8 is returned as float, unchanged."""
+    if np.iscomplexobj(x):
+        x = np.abs(x)
+    x = x.astype(np.float32, copy=False)
+    if mode in ("uint8", "db"):
+        return np.where(np.isfinite(x), x, np.nan).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = 10.0 if mode == "power" else 20.0  # amplitude and uint16 DN are amplitudes
+        out = factor * np.log10(x)
+    return np.where(np.isfinite(out), out, np.nan).astype(np.float32)
+
+
+def stretch_range(db_sample: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """Per-band (lo, hi) of the dB stretch, [C, 2]. `db_sample` is [C, N] (or [C, H, W]) of one
+    whole scene, decimated, NaN where invalid. Fixed stretch ignores the sample."""
+    c = db_sample.shape[0]
+    if scaling.mode == "uint8":
+        return np.tile(np.array([0.0, 255.0], np.float32), (c, 1))
+    if scaling.stretch == "fixed":
+        return np.tile(np.array(scaling.db_range, np.float32), (c, 1))
+    out = np.empty((c, 2), np.float32)
+    flat = db_sample.reshape(c, -1)
+    for i in range(c):
+        v = flat[i][np.isfinite(flat[i])]
+        if v.size == 0:
+            out[i] = scaling.db_range
+            continue
+        lo, hi = np.percentile(v, scaling.percentiles)
+        out[i] = (lo, hi if hi > lo else lo + 1.0)
+    return out
+
+
+def to_unit(db: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """[C, H, W] dB (or uint8 values) -> [0, 1] with per-band (lo, hi) `ranges` [C, 2]."""
+    lo = ranges[:, 0].reshape(-1, 1, 1)
+    hi = ranges[:, 1].reshape(-1, 1, 1)
+    return np.clip((db - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def normalize(unit: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """(u - mean) / std per band; NaN (invalid) -> 0. [C, H, W] -> [C, H, W] float32."""
+    m = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, np.float32).reshape(-1, 1, 1)
+    return np.nan_to_num((unit - m) / s, nan=0.0).astype(np.float32)
+
+
+def prepare(
+    x: np.ndarray, scaling: Scaling, ranges: np.ndarray, mean: list[float], std: list[float]
+) -> np.ndarray:
+    """All three steps: raw [C, H, W] -> normalized model input [C, H, W] float32."""
+    return normalize(to_unit(to_db(x, scaling.mode), ranges), mean, std)

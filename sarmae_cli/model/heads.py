@@ -1,0 +1,123 @@
+"""Task models on the SARMAE encoder: image classifier and UperNet/FPN segmenter.
+
+Every task model has `encoder` (SarViT) and `head` sub-modules, so its state dict is the
+weights file's `encoder.*` + `head.*` tensors as-is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+from torch import nn
+
+from sarmae_cli.model.config import ViTConfig
+from sarmae_cli.model.encoder import SarViT
+
+SEG_DECODERS = ("upernet", "fpn")
+
+
+class Classifier(nn.Module):
+    """Global average pooling of the final patch tokens + a linear layer. [B, C, H, W] -> [B, K]."""
+
+    def __init__(self, enc: ViTConfig, num_classes: int, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = SarViT(enc, drop_path_rate)
+        self.head = nn.Linear(enc.embed_dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=2e-5)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.pooled(x))  # [B, K]
+
+
+def default_layers(depth: int) -> list[int]:
+    """Four evenly spaced blocks, ending with the last (e.g. 2, 5, 8, 11 for depth 12)."""
+    step = depth / 4
+    return [round(step * (i + 1)) - 1 for i in range(4)]
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet-style pyramid: four stride-16 maps -> strides 4, 8, 16, 32 (same width d)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.up4 = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim, 2, stride=2),
+            nn.BatchNorm2d(dim),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim, dim, 2, stride=2),
+        )
+        self.up2 = nn.ConvTranspose2d(dim, dim, 2, stride=2)
+        self.down2 = nn.MaxPool2d(2, ceil_mode=True)
+
+    def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        a, b, c, d = maps  # each [B, d, H/16, W/16]
+        return [self.up4(a), self.up2(b), c, self.down2(d)]  # strides 4, 8, 16, 32
+
+
+class SegmentationHead(nn.Module):
+    """Feature pyramid + an smp decoder (UperNet or FPN) + 1x1 classifier, at stride 4."""
+
+    def __init__(self, dim: int, num_classes: int, decoder: str = "upernet", channels: int = 256) -> None:
+        super().__init__()
+        if decoder not in SEG_DECODERS:
+            raise ValueError(f"unknown segmentation decoder {decoder!r}; use {SEG_DECODERS}")
+        self.neck = SimpleFeaturePyramid(dim)
+        enc_channels = [1, 1, dim, dim, dim, dim]  # smp layout: strides 1, 2 (unused), 4..32
+        if decoder == "upernet":
+            self.decoder = UPerNetDecoder(enc_channels, encoder_depth=5, decoder_channels=channels)
+            out = channels
+        else:
+            self.decoder = FPNDecoder(enc_channels, encoder_depth=5, pyramid_channels=channels)
+            out = self.decoder.out_channels
+        self.classifier = nn.Conv2d(out, num_classes, 1)
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        pyramid = self.neck(maps)
+        stub = pyramid[0][:, :1]  # placeholders for the unused stride-1/2 slots
+        return self.classifier(self.decoder([stub, stub, *pyramid]))  # [B, K, H/4, W/4]
+
+
+class Segmenter(nn.Module):
+    """Dense classifier: [B, C, H, W] -> logits [B, K, H, W] (H, W multiples of the patch)."""
+
+    def __init__(
+        self,
+        enc: ViTConfig,
+        num_classes: int,
+        decoder: str = "upernet",
+        channels: int = 256,
+        layers: list[int] | None = None,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.encoder = SarViT(enc, drop_path_rate)
+        self.layers = list(layers or default_layers(enc.depth))
+        self.head = SegmentationHead(enc.embed_dim, num_classes, decoder, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.encoder.intermediate_layers(x, self.layers)  # 4 x [B, d, H/16, W/16]
+        logits = self.head(maps)  # [B, K, H/4, W/4]
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def head_config(model: nn.Module) -> dict[str, Any]:
+    """The `head` metadata entry that rebuilds `model` (see `factory.build_model`)."""
+    if isinstance(model, Classifier):
+        return {"type": "classifier", "num_classes": model.head.out_features}
+    if isinstance(model, Segmenter):
+        dec = model.head.decoder
+        return {
+            "type": "segmenter",
+            "num_classes": model.head.classifier.out_channels,
+            "decoder": "upernet" if isinstance(dec, UPerNetDecoder) else "fpn",
+            "channels": model.head.classifier.in_channels
+            if isinstance(dec, UPerNetDecoder)
+            else dec.p5.out_channels,
+            "layers": model.layers,
+        }
+    raise TypeError(f"no head config for {type(model).__name__}")
