@@ -79,11 +79,11 @@ def _planned(issue: int) -> str:
 
 
 app.command(epilog=_planned(3))(pretrain.pretrain)
-app.command(epilog=_planned(5))(finetune.finetune)
-app.command(epilog=_planned(4))(embed.embed)
-app.command(epilog=_planned(4))(classify.classify)
-app.command(epilog=_planned(4))(segment.segment)
-app.command(epilog=_planned(6))(export.export)
+app.command()(finetune.finetune)
+app.command()(embed.embed)
+app.command()(classify.classify)
+app.command()(segment.segment)
+app.command()(export.export)
 app.add_typer(weights.app, name="weights")
 
 

@@ -24,6 +24,15 @@ def _arch(encoder: dict[str, Any]) -> str:
 
 
 def _summary(path: Path) -> dict[str, Any]:
+    """Metadata plus file facts of a weights file (.safetensors) or an exported model (.onnx)."""
+    if path.suffix.lower() == ".onnx":
+        meta, export_info = checkpoint.read_onnx_meta(path)
+        return {
+            "path": str(path),
+            "size_mb": round(path.stat().st_size / 1e6, 2),
+            "onnx": export_info,
+            **meta.to_dict(),
+        }
     meta = checkpoint.read_meta(path)
     shapes = checkpoint.tensor_shapes(path)
     n_params = sum(int(_prod(s)) for s in shapes.values())
@@ -77,7 +86,7 @@ def list_weights(
 
 @app.command("info")
 def info(
-    path: Annotated[Path, typer.Argument(help="A sarmae weights file (.safetensors).")],
+    path: Annotated[Path, typer.Argument(help="A sarmae weights file (.safetensors) or exported .onnx.")],
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show the metadata of a weights file.
@@ -98,7 +107,20 @@ def info(
         table.add_row("MAE decoder", json.dumps(s["decoder"]))
     if s["head"]:
         table.add_row("head", json.dumps(s["head"]))
-    table.add_row("parameters", f"{s['parameters']:,} in {s['tensors']} tensors")
+    if "onnx" in s:
+        onnx_info = s["onnx"]
+        table.add_row(
+            "ONNX export",
+            f"{onnx_info.get('precision')}, tile {onnx_info.get('tile')} px, opset {onnx_info.get('opset')}, "
+            f"outputs {', '.join(onnx_info.get('outputs', []))}",
+        )
+        worst = max((r["relative"] for r in onnx_info.get("parity", [])), default=None)
+        if worst is not None:
+            table.add_row("parity (relative)", f"{worst:.2e}")
+        if onnx_info.get("accuracy_change"):
+            table.add_row("accuracy change", json.dumps(onnx_info["accuracy_change"]))
+    else:
+        table.add_row("parameters", f"{s['parameters']:,} in {s['tensors']} tensors")
     table.add_row("size", f"{s['size_mb']} MB")
     table.add_row("bands", ", ".join(s["bands"]))
     table.add_row("input scaling", json.dumps(s["input_scaling"]))

@@ -307,3 +307,48 @@ def tensor_shapes(path: Path) -> dict[str, list[int]]:
     _header_metadata(path)  # existence and format errors
     with safe_open(str(path), framework="pt") as f:
         return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+#: metadata_props keys of an exported ONNX model (flat copies for tools that read one key).
+ONNX_FLAT_KEYS = ("task", "bands", "input_scaling", "normalization", "tile", "class_names")
+
+
+def onnx_metadata(meta: WeightsMeta, export_info: dict[str, Any]) -> dict[str, str]:
+    """The `metadata_props` of an exported ONNX model: the full weights metadata under
+    `sarmae`, export details under `sarmae_export`, and flat copies of the main fields."""
+    props = {
+        META_KEY: json.dumps(meta.to_dict(), sort_keys=True, default=str),
+        "sarmae_export": json.dumps(export_info, sort_keys=True, default=str),
+        "sarmae_version": __version__,
+    }
+    d = meta.to_dict()
+    for k in ONNX_FLAT_KEYS:
+        props[k] = json.dumps(d[k], default=str)
+    return props
+
+
+def read_onnx_meta(path: Path) -> tuple[WeightsMeta, dict[str, Any]]:
+    """Metadata of an ONNX model exported by sarmae: (weights metadata, export details).
+    Reads the graph without its weights."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"ONNX model not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path} is not a readable ONNX model ({_first_line(e)})") from e
+    props = {p.key: p.value for p in proto.metadata_props}
+    if META_KEY not in props:
+        raise WeightsError(
+            f"{path} has no sarmae metadata (not exported by `sarmae export`); pass the input "
+            "scaling, bands and task explicitly or re-export it"
+        )
+    try:
+        meta = WeightsMeta.from_dict(json.loads(props[META_KEY]))
+        info = json.loads(props.get("sarmae_export", "{}"))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise WeightsError(f"{path} has unreadable sarmae metadata ({_first_line(e)})") from e
+    return meta, info

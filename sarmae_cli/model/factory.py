@@ -39,6 +39,10 @@ def build_model(meta: WeightsMeta, drop_path_rate: float = 0.0) -> nn.Module:
     if meta.task == "pretrain":
         return MAE(enc, meta.decoder_config)
     head = meta.head or {}
+    if "num_classes" not in head:
+        raise WeightsError(
+            f"{meta.task} weights without a head description (head.num_classes) in their metadata"
+        )
     if meta.task == "classification":
         return Classifier(enc, int(head["num_classes"]), drop_path_rate)
     if meta.task == "segmentation":

@@ -1,0 +1,1 @@
+"""ONNX export with embedded metadata and parity checks, and the onnxruntime backend."""

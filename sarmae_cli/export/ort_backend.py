@@ -1,0 +1,82 @@
+"""Run an exported sarmae ONNX model with onnxruntime, as a scene-engine backend
+(same attributes and `predict` as `sarmae_cli.infer.backend.TorchBackend`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from sarmae_cli.errors import UsageError
+from sarmae_cli.model.checkpoint import WeightsMeta, read_onnx_meta
+
+#: backend output -> ONNX output name (see `onnx_export` for the output contract)
+ONNX_OUTPUTS = {"probabilities": "logits", "pooled": "embedding", "patch_features": "patch_features"}
+
+
+def providers(device: str = "auto") -> list[str]:
+    """CUDA first when onnxruntime-gpu sees a GPU and the device allows it; CPU always."""
+    available = ort.get_available_providers()
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in available:
+        raise UsageError(
+            f"device {device} requested but onnxruntime has no CUDA provider; "
+            "install sarmae[gpu] (onnxruntime-gpu) or use --device cpu"
+        )
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxBackend:
+    """An exported model: `predict(batch [B, C, T, T]) -> [B, K]` or `[B, K, h, w]`.
+
+    Classification and segmentation return softmax probabilities, like `TorchBackend`.
+    The tile size T is fixed by the export (`self.tile`); the batch size is free.
+    """
+
+    def __init__(
+        self, path: Path, output: str = "probabilities", device: str = "auto", threads: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.meta: WeightsMeta
+        self.meta, self.export_info = read_onnx_meta(self.path)
+        if output not in ONNX_OUTPUTS:
+            raise ValueError(f"unknown backend output {output!r}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path), opts, providers=providers(device))
+        names = [o.name for o in self.session.get_outputs()]
+        self.output_name = ONNX_OUTPUTS[output]
+        if self.output_name not in names:
+            raise UsageError(f"{self.path} has no {self.output_name!r} output (outputs: {names})")
+        self.output = output
+        self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
+        cfg = self.meta.encoder_config
+        self.in_chans = cfg.in_chans
+        self.patch_size = cfg.patch_size
+        self.tile = int(self.export_info.get("tile", cfg.img_size))
+        shape = next(o.shape for o in self.session.get_outputs() if o.name == self.output_name)
+        self.out_channels = int(shape[1])
+        self.out_stride = None if len(shape) == 2 else self.tile // int(shape[2])
+
+    def check_tile(self, tile: int) -> None:
+        """The engine must use the tile size the model was exported for."""
+        if tile != self.tile:
+            raise UsageError(
+                f"{self.path} was exported for {self.tile}-px tiles; use --tile {self.tile} "
+                f"(or re-export with `sarmae export --tile {tile}`)"
+            )
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)  # [B, C, T, T]
+        if x.shape[1] != self.in_chans:
+            raise UsageError(f"{self.path} takes {self.in_chans} bands, got {x.shape[1]}")
+        self.check_tile(x.shape[-1])
+        (y,) = self.session.run([self.output_name], {"input": x})
+        y = y.astype(np.float32)
+        if self.output == "probabilities":
+            y = np.exp(y - y.max(axis=1, keepdims=True))
+            y /= y.sum(axis=1, keepdims=True)
+        return y
