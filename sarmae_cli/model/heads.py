@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
 from sarmae_cli.model.config import ViTConfig
@@ -35,9 +36,10 @@ class Classifier(nn.Module):
 
 
 def default_layers(depth: int) -> list[int]:
-    """Four evenly spaced blocks, ending with the last (e.g. 2, 5, 8, 11 for depth 12)."""
+    """Four evenly spaced blocks, ending with the last (e.g. 2, 5, 8, 11 for depth 12; blocks
+    repeat for depths below 4: 0, 0, 1, 1 for depth 2)."""
     step = depth / 4
-    return [round(step * (i + 1)) - 1 for i in range(4)]
+    return [max(0, round(step * (i + 1)) - 1) for i in range(4)]
 
 
 class SimpleFeaturePyramid(nn.Module):
@@ -100,7 +102,9 @@ class Segmenter(nn.Module):
         self.head = SegmentationHead(enc.embed_dim, num_classes, decoder, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.encoder.intermediate_layers(x, self.layers)  # 4 x [B, d, H/16, W/16]
+        unique = sorted(set(self.layers))
+        by_block = dict(zip(unique, self.encoder.intermediate_layers(x, unique), strict=True))
+        maps = [by_block[i] for i in self.layers]  # 4 x [B, d, H/16, W/16]
         logits = self.head(maps)  # [B, K, H/4, W/4]
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -121,3 +125,64 @@ def head_config(model: nn.Module) -> dict[str, Any]:
             "layers": model.layers,
         }
     raise TypeError(f"no head config for {type(model).__name__}")
+
+
+def layer_id(name: str, depth: int) -> int:
+    """Depth of a parameter for layer-wise lr decay (BEiT / MAE fine-tuning): 0 for the patch
+    embedding, CLS token and position embedding, i + 1 for `blocks.i`, depth + 1 for the
+    final norm and every head parameter."""
+    if name.startswith("encoder."):
+        name = name[len("encoder.") :]
+        if name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def param_groups_lrd(
+    model: nn.Module, weight_decay: float = 0.05, layer_decay: float = 0.75
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups with layer-wise lr decay: each group carries `lr_scale`
+    = layer_decay ** (depth + 1 - layer_id) (1 for the head) and no weight decay on biases,
+    norms and tokens. Frozen parameters (requires_grad False) are left out."""
+    depth = len(model.encoder.blocks)
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim == 1 or name.endswith(("cls_token", "pos_embed", "reg_token"))
+        lid = layer_id(name, depth)
+        key = (lid, no_decay)
+        if key not in groups:
+            groups[key] = {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lr_scale": layer_decay ** (depth + 1 - lid),
+                "name": f"layer{lid}_{'no_decay' if no_decay else 'decay'}",
+            }
+        groups[key]["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def freeze_encoder(model: nn.Module) -> None:
+    """Linear probe: the encoder's parameters get no gradients (only `head` trains)."""
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+
+
+class SegmentationLoss(nn.Module):
+    """Cross-entropy + `dice_weight` x multi-class Dice (the paper: 0.5), both ignoring
+    `ignore_index` pixels. logits [B, K, H, W], target [B, H, W] int64."""
+
+    def __init__(self, ignore_index: int = -1, dice_weight: float = 0.5) -> None:
+        super().__init__()
+        self.ce = nn.CrossEntropyLoss(ignore_index=ignore_index)
+        self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=ignore_index)
+        self.dice_weight = dice_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.ce(logits, target)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * self.dice(logits, target)
+        return loss

@@ -1,0 +1,353 @@
+"""`sarmae finetune` on small real subsets (MSTAR, OMBRIA) with a 2-block ViT-Tiny: the loss
+goes down, seeds give mean ± std, resume equals an uninterrupted run, the saved weights are
+self-describing and give the same predictions when loaded (in Python, `--eval-only` and
+`sarmae classify`), and the bad inputs of issue 5 fail with one line."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sarmae_cli.data import labelled
+from sarmae_cli.model import WeightsMeta, preset
+from sarmae_cli.model.checkpoint import read_weights
+from sarmae_cli.model.encoder import SarViT
+from sarmae_cli.model.factory import EncoderModel, load_model, save_model
+from sarmae_cli.model.heads import Classifier, SegmentationLoss, Segmenter, param_groups_lrd
+from sarmae_cli.train import finetune as ft
+
+CLASSES = ("2S1", "BMP2", "T72")
+TINY = {"model": {"init": "random", "preset": "tiny", "depth": 2, "channels": 32, "decoder": "fpn"}}
+
+
+def _link_subset(src, dst, per_class, classes=CLASSES):
+    """A class-folder subset of real chips, as symbolic links (nothing is copied)."""
+    for c in classes:
+        (dst / c).mkdir(parents=True)
+        for f in sorted((src / c).iterdir())[:per_class]:
+            (dst / c / f.name).symlink_to(f)
+    return dst
+
+
+@pytest.fixture
+def mstar(data_dir, tmp_path):
+    root = data_dir / "mstar10"
+    train = _link_subset(root / "train", tmp_path / "train", 12)
+    val = _link_subset(root / "test", tmp_path / "val", 6)
+    return train, val
+
+
+@pytest.fixture
+def ombria(data_dir, tmp_path):
+    """8 training and 2 validation OMBRIA pairs (links)."""
+    src = data_dir / "ombria_s1"
+    out = {}
+    for split, n in (("train", 8), ("test", 2)):
+        for d in ("AFTER", "MASK"):
+            (tmp_path / "ombria" / split / d).mkdir(parents=True)
+        for img in sorted((src / split / "AFTER").iterdir())[:n]:
+            mask = src / split / "MASK" / img.name.replace("after", "mask")
+            (tmp_path / "ombria" / split / "AFTER" / img.name).symlink_to(img)
+            (tmp_path / "ombria" / split / "MASK" / mask.name).symlink_to(mask)
+        out[split] = tmp_path / "ombria" / split
+    return out["train"], out["test"]
+
+
+def _cls_cfg(train, val, **loop):
+    layer = {
+        **TINY,
+        "data": {"train": str(train), "val": str(val), "chip_size": 32},
+        "augment": {"flips": False, "rot90": False, "crop_scale": [1.0, 1.0]},
+        "lr": 1e-3,
+        "loop": {
+            "batch_size": 12,
+            "warmup_steps": 2,
+            "max_steps": 24,
+            "progress": False,
+            "log_every": 1,
+            **loop,
+        },
+    }
+    return ft.resolve_config("classification", layer)
+
+
+def _losses(run_dir):
+    with open(run_dir / "log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_classification_learns_and_saves_self_describing_weights(mstar, tmp_path):
+    train, val = mstar
+    out = tmp_path / "mstar.safetensors"
+    doc = ft.finetune(_cls_cfg(train, val), out, seeds=[0], command="sarmae finetune test")
+    losses = _losses(tmp_path / "mstar.run" / "seed0")
+    assert len(losses) == 24
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.1
+
+    run = doc["runs"][0]
+    assert run["num_samples"] == 18 and run["data"]["train_counts"] == {c: 12 for c in CLASSES}
+    cm = np.array(run["confusion_matrix"])
+    assert cm.sum() == 18 and cm.sum(1).tolist() == [6, 6, 6]
+    assert run["overall_accuracy"] == pytest.approx(np.trace(cm) / 18)
+
+    model, meta = load_model(out)
+    assert isinstance(model, Classifier) and meta.task == "classification"
+    assert meta.class_names == list(CLASSES) and meta.bands == ["SAR"]
+    assert meta.input_scaling["mode"] == "uint8"
+    assert meta.training["preprocess"] == {"chip_size": 32, "fit": "resize"}
+    assert meta.encoder["img_size"] == 32 and meta.tile == {"size": 32, "overlap": 0}
+    assert meta.training["config"]["data"]["train"] == str(train)
+    assert meta.metrics["validation"]["overall_accuracy"] == run["overall_accuracy"]
+    assert meta.provenance["command"] == "sarmae finetune test" and meta.provenance["init"] == "random"
+    saved = json.loads(ft.metrics_path(out).read_text())
+    assert saved["runs"][0]["confusion_matrix"] == run["confusion_matrix"]
+    assert ft.confusion_path(out).read_bytes()[:4] == b"\x89PNG"
+
+    # the loaded weights predict exactly what the evaluation measured
+    m, _ = ft.evaluate_weights(out, val, torch.device("cpu"))
+    assert m["confusion_matrix"] == run["confusion_matrix"]
+
+
+def test_saved_classifier_predicts_the_same_in_classify(mstar, tmp_path, invoke):
+    train, val = mstar
+    out = tmp_path / "m.safetensors"
+    ft.finetune(_cls_cfg(train, val, max_steps=3), out, seeds=[0])
+    model, meta = load_model(out)
+    norm = meta.normalization
+    spec = labelled.InputSpec(labelled.Scaling.from_dict(meta.input_scaling), norm["mean"], norm["std"], 32)
+    files = sorted(p for c in CLASSES for p in (val / c).iterdir())
+    x = torch.stack([spec.chip(labelled.read_image(p)) for p in files])
+    with torch.no_grad():
+        probs = model(x).softmax(-1)
+    r = invoke("classify", *files, "-w", out, "--format", "jsonl", "--top-k", "3", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["path"] for row in rows] == [str(p) for p in files]
+    top1 = [row["top"][0] for row in rows]
+    got = [t["class"] if isinstance(t, dict) else t[0] for t in top1]
+    assert got == [CLASSES[i] for i in probs.argmax(-1).tolist()]
+
+
+def test_seeds_give_mean_and_std(mstar, tmp_path):
+    train, val = mstar
+    out = tmp_path / "s.safetensors"
+    doc = ft.finetune(_cls_cfg(train, val, max_steps=2), out, seeds=[3, 4])
+    accs = [r["overall_accuracy"] for r in doc["runs"]]
+    assert doc["seeds"] == [3, 4]
+    assert doc["summary"]["overall_accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert doc["summary"]["overall_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert (tmp_path / "s.run" / "seed3" / "checkpoint.pt").is_file()
+    assert (tmp_path / "s.run" / "seed4" / "checkpoint.pt").is_file()
+
+
+def test_resume_equals_uninterrupted(mstar, tmp_path, monkeypatch):
+    train, val = mstar
+    cfg = _cls_cfg(train, val, max_steps=6, ckpt_every=2)
+    cfg.augment = ft.AugmentConfig(flips=True, rot90=True, crop_scale=(0.5, 1.0), speckle=0.5)
+    ft.finetune(cfg, tmp_path / "a.safetensors", seeds=[0])
+
+    calls = {"n": 0}
+    original = labelled.ChipDataset.__getitem__
+
+    def crashing(self, i):
+        calls["n"] += 1
+        if self.augment is not None and calls["n"] > 12 * 3 + 5:  # during step 4 (checkpoint at 2)
+            raise KeyboardInterrupt
+        return original(self, i)
+
+    monkeypatch.setattr(labelled.ChipDataset, "__getitem__", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(cfg, tmp_path / "b.safetensors", seeds=[0])
+    assert not (tmp_path / "b.safetensors").exists()
+    monkeypatch.setattr(labelled.ChipDataset, "__getitem__", original)
+    ft.finetune(cfg, tmp_path / "b.safetensors", seeds=[0], resume=True)
+
+    a, _ = read_weights(tmp_path / "a.safetensors")
+    b, _ = read_weights(tmp_path / "b.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "a.run" / "seed0") == _losses(tmp_path / "b.run" / "seed0")
+
+
+def test_linear_probe_from_a_weights_file_with_band_adaptation(mstar, tmp_path):
+    """A 3-band encoder (like imported official weights) serves 1-band MSTAR: the patch
+    embedding is summed over bands, and a linear probe leaves the encoder untouched."""
+    train, val = mstar
+    enc_cfg = preset("tiny", in_chans=3, img_size=32, depth=2)
+    norm = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    meta = WeightsMeta("encoder", enc_cfg.to_dict(), ["SAR"] * 3, {"mode": "uint8"}, norm)
+    save_model(tmp_path / "enc.safetensors", EncoderModel(SarViT(enc_cfg)), meta)
+    cfg = _cls_cfg(train, val, max_steps=3)
+    cfg.model = ft.ModelConfig(init=str(tmp_path / "enc.safetensors"), freeze_encoder=True)
+    out = tmp_path / "probe.safetensors"
+    ft.finetune(cfg, out, seeds=[0])
+    init, _ = read_weights(tmp_path / "enc.safetensors")
+    got, meta = read_weights(out)
+    w = init["encoder.patch_embed.proj.weight"]  # [d, 3, p, p]
+    assert torch.equal(got["encoder.patch_embed.proj.weight"], w.sum(1, keepdim=True))
+    assert torch.equal(got["encoder.blocks.1.mlp.fc2.weight"], init["encoder.blocks.1.mlp.fc2.weight"])
+    assert not torch.equal(got["head.weight"], torch.zeros_like(got["head.weight"]))
+    assert meta.channel_adaptation["from_in_chans"] == 3 and meta.normalization["mean"] == [0.5]
+    assert meta.provenance["init"] == str(tmp_path / "enc.safetensors")
+
+
+def test_segmentation_on_ombria_and_eval_only(ombria, tmp_path, invoke):
+    train, val = ombria
+    layer = {
+        **TINY,
+        "data": {"train": str(train), "val": str(val), "chip_size": 64},
+        "lr": 1e-3,
+        "loop": {"batch_size": 4, "warmup_steps": 1, "max_steps": 6, "progress": False, "log_every": 1},
+    }
+    out = tmp_path / "water.safetensors"
+    doc = ft.finetune(ft.resolve_config("segmentation", layer), out, seeds=[0])
+    run = doc["runs"][0]
+    assert run["class_names"] == ["background", "water"] and run["num_pixels"] == 2 * 256 * 256
+    assert run["data"]["mask_values"] == [0, 255]
+    model, meta = load_model(out)
+    assert isinstance(model, Segmenter) and meta.tile == {"size": 64, "overlap": 16}
+    assert meta.training["mask_values"] == [0, 255]
+    r = invoke("finetune", "--eval-only", val, "--weights", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["confusion_matrix"] == run["confusion_matrix"] and m["miou"] == pytest.approx(run["miou"])
+
+
+def test_param_groups_layer_decay():
+    model = Classifier(preset("tiny", depth=3, img_size=32), 4)
+    groups = param_groups_lrd(model, weight_decay=0.05, layer_decay=0.5)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert scale[id(named["head.weight"])] == 1.0
+    assert scale[id(named["encoder.norm.weight"])] == 1.0
+    assert scale[id(named["encoder.blocks.2.attn.qkv.weight"])] == 0.5
+    assert scale[id(named["encoder.blocks.0.attn.qkv.weight"])] == 0.5**3
+    assert scale[id(named["encoder.patch_embed.proj.weight"])] == 0.5**4
+    assert decay[id(named["encoder.blocks.0.attn.qkv.bias"])] == 0.0
+    assert decay[id(named["encoder.cls_token"])] == 0.0 and decay[id(named["head.weight"])] == 0.05
+    assert id(named["encoder.pos_embed"]) not in scale  # fixed sin-cos: not trained
+
+
+def test_segmentation_loss_ignores_pixels():
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))
+    ignored = target.clone()
+    ignored[:, :4] = -1
+    loss = SegmentationLoss(ignore_index=-1, dice_weight=0.5)
+    keep = ignored != -1
+    ce = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[keep], target[keep])
+    probs = logits.softmax(1).permute(0, 2, 3, 1)[keep]  # [N, K]
+    onehot = torch.nn.functional.one_hot(target[keep], 3).float()
+    dice = 1 - (2 * (probs * onehot).sum(0) / (probs.sum(0) + onehot.sum(0)).clamp_min(1e-7))
+    dice = (dice * (onehot.sum(0) > 0)).mean()
+    assert loss(logits, ignored).item() == pytest.approx((ce + 0.5 * dice).item(), rel=1e-4)
+
+
+# ---------------------------------------------------------------- bad input, through the CLI
+
+
+def _one_line(r, code, *fragments):
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ")
+    for f in fragments:
+        assert f in r.stderr, r.stderr
+
+
+def test_cli_bad_inputs(mstar, tmp_path, invoke, monkeypatch):
+    train, val = mstar
+    out = tmp_path / "x.safetensors"
+    monkeypatch.setenv("SARMAE_WEIGHTS_DIR", str(tmp_path / "no_weights"))
+    r = invoke("finetune", "--task", "classification", train, "-o", out)
+    _one_line(r, 2, "no shipped pretrained encoder", "--init random")
+    r = invoke(
+        "finetune",
+        "--task",
+        "classification",
+        train,
+        "--val",
+        val,
+        "--init",
+        "random",
+        "--shots",
+        "50",
+        "-o",
+        out,
+    )
+    _one_line(r, 1, "too few training images for --shots 50", "'2S1' has 12", "at most 12")
+    assert not out.exists()
+    (train / "EMPTY").mkdir()
+    r = invoke("finetune", "--task", "classification", train, "--init", "random", "-o", out)
+    _one_line(r, 1, "class folder", "EMPTY has no images")
+    (train / "EMPTY").rmdir()
+    r = invoke("finetune", train, "-o", out)
+    _one_line(r, 2, "--task is required")
+    r = invoke("finetune", "--task", "classification", train, "--init", "nope.safetensors", "-o", out)
+    _one_line(r, 2, "--init nope.safetensors: no such weights file")
+    (tmp_path / "bad.yaml").write_text("loop:\n  bogus: 1\n")
+    r = invoke("finetune", "--task", "classification", train, "--config", tmp_path / "bad.yaml", "-o", out)
+    _one_line(r, 2, "unknown config key(s) loop.bogus")
+    r = invoke("finetune", "--eval-only", val)
+    _one_line(r, 2, "--eval-only needs --weights")
+
+    # weights whose classes, bands or task cannot serve the dataset
+    enc = preset("tiny", in_chans=1, img_size=32, depth=2)
+    norm = {"mean": [0.5], "std": [0.5]}
+    meta = WeightsMeta(
+        "classification", enc.to_dict(), ["SAR"], {"mode": "uint8"}, norm, class_names=["2S1", "BMP2"]
+    )
+    save_model(tmp_path / "two.safetensors", Classifier(enc, 2), meta)
+    r = invoke("finetune", "--eval-only", val, "-w", tmp_path / "two.safetensors")
+    _one_line(r, 1, "class 'T72'", "is unknown to the model")
+    enc2 = preset("tiny", in_chans=2, img_size=32, depth=2)
+    norm2 = {"mean": [0.5] * 2, "std": [0.5] * 2}
+    meta2 = WeightsMeta(
+        "classification", enc2.to_dict(), ["VV", "VH"], {"mode": "db"}, norm2, class_names=list(CLASSES)
+    )
+    save_model(tmp_path / "vvvh.safetensors", Classifier(enc2, 3), meta2)
+    r = invoke("finetune", "--eval-only", val, "-w", tmp_path / "vvvh.safetensors")
+    _one_line(r, 1, "expects 2 band(s) (VV, VH) but the dataset has 1")
+    meta3 = WeightsMeta("encoder", enc.to_dict(), ["SAR"], {"mode": "uint8"}, {"mean": [0.5], "std": [0.5]})
+    save_model(tmp_path / "enc.safetensors", EncoderModel(SarViT(enc)), meta3)
+    r = invoke("finetune", "--eval-only", val, "-w", tmp_path / "enc.safetensors")
+    _one_line(r, 1, "'encoder' weights without a task head")
+
+
+def test_cli_refuses_to_overwrite_and_overlapping_sets(mstar, tmp_path, invoke):
+    train, val = mstar
+    out = tmp_path / "x.safetensors"
+    out.write_bytes(b"keep")
+    r = invoke("finetune", "--task", "classification", train, "--val", val, "--init", "random", "-o", out)
+    _one_line(r, 2, "exists; pass --overwrite")
+    assert out.read_bytes() == b"keep"
+    r = invoke(
+        "finetune",
+        "--task",
+        "classification",
+        train,
+        "--val",
+        train,
+        "--init",
+        "random",
+        "-o",
+        tmp_path / "y.safetensors",
+    )
+    _one_line(r, 1, "validation images are also training images")
+
+
+def test_cli_segmentation_bad_inputs(ombria, tmp_path, invoke):
+    train, val = ombria
+    out = tmp_path / "w.safetensors"
+    r = invoke("finetune", "--task", "segmentation", train, "--val", train, "--init", "random", "-o", out)
+    _one_line(r, 1, "validation images are also training images")
+    r = invoke("finetune", "--task", "segmentation", train, "--init", "random", "--shots", "3", "-o", out)
+    _one_line(r, 2, "--shots applies to classification")
+    r = invoke(
+        "finetune", "--task", "segmentation", train, "--init", "random", "--pairing", "AFTER", "-o", out
+    )
+    _one_line(r, 2, "--pairing 'AFTER' must be IMAGE_DIR:MASK_DIR")
+    args = ["--task", "segmentation", train, "--val", val, "--init", "random", "--mask-values", "0,1"]
+    r = invoke("finetune", *args, "-o", out)
+    _one_line(r, 1, "has values [255] outside the class values [0, 1]")
+    assert not out.exists()
