@@ -42,6 +42,9 @@ def atomic_output(path: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except OSError as e:
         raise SarmaeError(f"cannot write {path}: {e.strerror or e}") from e

@@ -74,11 +74,7 @@ def _root(
     """SARMAE: a foundation model for synthetic aperture radar, from the command line."""
 
 
-def _planned(issue: int) -> str:
-    return f"Not implemented yet: planned in issue #{issue}."
-
-
-app.command(epilog=_planned(3))(pretrain.pretrain)
+app.command()(pretrain.pretrain)
 app.command()(finetune.finetune)
 app.command()(embed.embed)
 app.command()(classify.classify)

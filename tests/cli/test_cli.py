@@ -9,10 +9,6 @@ import typer
 from sarmae_cli import __version__
 from sarmae_cli.cli import app
 
-PLANNED = {
-    "pretrain": (["data/", "-o", "run"], 3),
-}
-
 
 def _all_commands(group=None, prefix=()):
     group = group or typer.main.get_command(app)
@@ -52,15 +48,6 @@ def test_every_command_has_help(invoke, cmd):
 def test_version(invoke):
     r = invoke("--version")
     assert r.exit_code == 0 and r.stdout.strip() == f"sarmae {__version__}"
-
-
-@pytest.mark.parametrize("name", sorted(PLANNED))
-def test_planned_commands_exit_2_with_one_line(invoke, name):
-    args, issue = PLANNED[name]
-    r = invoke(name, *args)
-    assert r.exit_code == 2
-    assert r.stdout == ""
-    assert r.stderr == f"Error: sarmae {name}: not implemented yet (planned in issue #{issue})\n"
 
 
 def test_usage_errors_are_one_line_exit_2(invoke):
