@@ -1,36 +1,146 @@
 """`sarmae classify`: top-k classes of SAR chips, or a per-tile class map of a scene."""
 
+import csv
+import io
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sarmae_cli.cli.options import (
+    Bands,
     BatchSize,
+    CreationOption,
     DeviceOpt,
+    InputScale,
     JsonSummary,
+    Nodata,
+    OutputDir,
+    Overlap,
     Overwrite,
     Quiet,
+    Reporter,
+    Threads,
+    Tile,
     WeightsPath,
-    not_implemented,
 )
+from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.infer.api import Options, classify_chips, classify_scene, list_chips
+from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
+from sarmae_cli.infer.models import Models, resolve_weights
+from sarmae_cli.infer.writers import parse_creation_options
+from sarmae_cli.outputs import atomic_output
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+FORMATS = ("csv", "jsonl")
+
+
+def format_rows(rows: list[dict], fmt: str, top_k: int) -> str:
+    """CSV (header `path,class,probability,class_2,probability_2,...`) or JSON lines."""
+    if fmt == "jsonl":
+        return "".join(
+            json.dumps(
+                {"path": r["path"], "top": [{"class": c, "probability": round(p, 6)} for c, p in r["top"]]}
+            )
+            + "\n"
+            for r in rows
+        )
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    k = max((len(r["top"]) for r in rows), default=top_k)
+    header = ["path", "class", "probability"]
+    for i in range(2, k + 1):
+        header += [f"class_{i}", f"probability_{i}"]
+    writer.writerow(header)
+    for r in rows:
+        cells = [r["path"]]
+        for c, p in r["top"]:
+            cells += [c, f"{p:.6f}"]
+        writer.writerow(cells)
+    return buf.getvalue()
 
 
 def classify(
-    inputs: Annotated[list[Path], typer.Argument(help="Chips, a folder of chips, or a scene.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Chips, folders of chips, or scenes (with -o X.tif).")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="CSV/JSONL file or class-map GeoTIFF.")
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="CSV/JSONL file (default: stdout), or a .tif for a per-tile class map."
+        ),
+    ] = None,
+    output_dir: OutputDir = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv or jsonl (default: from -o, else csv).")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes reported per chip.")] = 3,
     weights: WeightsPath = None,
     device: DeviceOpt = "auto",
+    threads: Threads = None,
     batch_size: BatchSize = 64,
+    tile: Tile = None,
+    overlap: Overlap = None,
+    bands: Bands = None,
+    nodata: Nodata = None,
+    input_scale: InputScale = "auto",
+    co: CreationOption = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
 ) -> None:
     """Classify SAR chips (CSV to stdout by default) with a fine-tuned classifier.
 
+    Each chip is resized to the weights' input size and gets one row with its top-k classes.
+    With -o FILE.tif (or --output-dir), each scene gets a per-tile class map instead: one pixel
+    per tile, georeferenced, uint8 with nodata 255.
+
     $ sarmae classify chips/ > classes.csv
+
+    $ sarmae classify scene.tif -o classes.tif --tile 128
     """
-    not_implemented("classify", 4)
+    models = Models("classify", resolve_weights("classify", weights, None), device, threads)
+    creation = parse_creation_options(co)
+    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
+    scene_mode = output_dir is not None or (output is not None and output.suffix.lower() in RASTER_SUFFIXES)
+    if scene_mode:
+        paths = shard(expand_inputs(inputs))
+        many = len(paths) > 1
+        jobs = {p: output_for(p, output, output_dir, ".tif", many) for p in paths}
+        with Reporter(quiet) as rep:
+
+            def run(src: Path) -> dict:
+                opts.progress = rep.progress(src.name)
+                return classify_scene(src, jobs[src], models, opts)
+
+            results = run_many([(p, [o]) for p, o in jobs.items()], run, overwrite)
+        rep.results("classify", results, json_summary)
+        return
+    fmt = fmt or ("jsonl" if output is not None and output.suffix.lower() in (".jsonl", ".json") else "csv")
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}; use csv or jsonl")
+    if json_summary and output is None:
+        raise UsageError("--json needs -o FILE: the results themselves go to stdout otherwise")
+    paths = list_chips(inputs)
+    with Reporter(quiet) as rep:
+        opts.progress = rep.progress("chips")
+        rows, failures = classify_chips(paths, models, opts, top_k)
+    for f in failures:
+        rep.warn(f"skipped {f['input']}: {f['error']}")
+    if not rows:
+        raise SarmaeError(
+            failures[0]["error"]
+            if len(failures) == 1
+            else f"no chip could be classified ({len(failures)} failed)"
+        )
+    text = format_rows(rows, fmt, top_k)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        with atomic_output(output, overwrite) as tmp:
+            tmp.write_text(text)
+        rep.note(f"wrote {output} ({len(rows)} chips)")
+    if json_summary:
+        summary = {"command": "classify", "inputs": len(paths), "classified": len(rows), "failed": failures}
+        typer.echo(json.dumps({**summary, "outputs": [str(output)], "device": str(models.device)}, indent=2))
+    if failures:
+        raise SarmaeError(f"{len(failures)} of {len(paths)} chip(s) failed: first: {failures[0]['error']}")

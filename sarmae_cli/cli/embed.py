@@ -1,35 +1,54 @@
 """`sarmae embed`: per-tile (GeoParquet) and per-patch (GeoTIFF) embeddings of SAR scenes."""
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from sarmae_cli.cli.options import (
+    Bands,
     BatchSize,
     CreationOption,
     DeviceOpt,
+    InputScale,
     JsonSummary,
+    Nodata,
+    OutputDir,
     Overlap,
     Overwrite,
     Quiet,
+    Reporter,
+    Threads,
     Tile,
     WeightsPath,
-    not_implemented,
 )
+from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.infer.api import Options, embed_chips, embed_scene, list_chips
+from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
+from sarmae_cli.infer.models import Models, resolve_weights
+from sarmae_cli.infer.writers import parse_creation_options
 
 
 def embed(
-    inputs: Annotated[list[Path], typer.Argument(help="GeoTIFF scenes or a folder of chips.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="GeoParquet of tile embeddings.")],
+    inputs: Annotated[list[Path], typer.Argument(help="GeoTIFF scenes (files, globs) or a folder of chips.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="GeoParquet of tile embeddings; '{stem}' = input name."),
+    ] = None,
+    output_dir: OutputDir = None,
     dense: Annotated[
-        Path | None, typer.Option("--dense", help="Also write per-patch features as a GeoTIFF.")
+        Path | None, typer.Option("--dense", help="Also write per-patch features as a GeoTIFF COG.")
     ] = None,
     weights: WeightsPath = None,
     device: DeviceOpt = "auto",
+    threads: Threads = None,
     batch_size: BatchSize = 16,
     tile: Tile = None,
     overlap: Overlap = None,
+    bands: Bands = None,
+    nodata: Nodata = None,
+    input_scale: InputScale = "auto",
     co: CreationOption = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -37,6 +56,48 @@ def embed(
 ) -> None:
     """Embed SAR scenes with the SARMAE encoder.
 
+    A scene gives one pooled embedding per tile (default: the weights' tile size, no overlap)
+    as GeoParquet rows with the tile's footprint in the scene CRS; a folder of chips gives one
+    row per chip file.
+
     $ sarmae embed scene.tif -o emb.parquet --dense emb.tif
+
+    $ sarmae embed chips/ -o chips.parquet
     """
-    not_implemented("embed", 4)
+    if output is None and output_dir is None:
+        raise UsageError("give the output with -o FILE (or --output-dir DIR for several inputs)")
+    models = Models("embed", resolve_weights("embed", weights, None), device, threads)
+    creation = parse_creation_options(co)
+    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
+    if len(inputs) == 1 and inputs[0].is_dir():
+        if output is None or dense is not None:
+            raise UsageError("a folder of chips gives one GeoParquet: use -o FILE (no --dense)")
+        with Reporter(quiet) as rep:
+            opts.progress = rep.progress(inputs[0].name)
+            summary = embed_chips(list_chips(inputs), output, models, opts)
+        for f in summary["failed"]:
+            rep.warn(f"skipped {f['input']}: {f['error']}")
+        if json_summary:
+            typer.echo(json.dumps({"command": "embed", **summary}, indent=2, default=str))
+        rep.note(f"wrote {output} ({summary['embedded']} of {summary['inputs']} chips)")
+        if not summary["embedded"]:
+            raise SarmaeError(f"no chip could be embedded: {summary['failed'][0]['error']}")
+        return
+    paths = shard(expand_inputs(inputs))
+    many = len(paths) > 1
+    jobs = {
+        p: (
+            output_for(p, output, output_dir, ".parquet", many),
+            output_for(p, dense, None, "", many, "--dense"),
+        )
+        for p in paths
+    }
+    with Reporter(quiet) as rep:
+
+        def run(src: Path) -> dict:
+            out, dense_out = jobs[src]
+            opts.progress = rep.progress(src.name)
+            return embed_scene(src, out, models, opts, dense_out)
+
+        results = run_many([(p, [o for o in outs if o]) for p, outs in jobs.items()], run, overwrite)
+    rep.results("embed", results, json_summary)

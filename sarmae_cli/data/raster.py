@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
 
 from sarmae_cli.errors import SarmaeError
 
@@ -67,3 +69,117 @@ def band_indexes(src: rasterio.DatasetReader, bands: str | None) -> list[int]:
             names = ", ".join(d for d in descriptions if d) or "none"
             raise RasterError(f"no band described as {token!r} in {src.name} (descriptions: {names})")
     return out
+
+
+#: Pixel types the inference engine reads (complex SLC is read as amplitude).
+SUPPORTED_DTYPES = (
+    "uint8",
+    "uint16",
+    "int16",
+    "uint32",
+    "int32",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+    "complex_int16",
+)
+
+
+def check_dtype(src: rasterio.DatasetReader) -> str:
+    """The scene's pixel type, refused with a clear error when the engine cannot read it."""
+    dtype = src.dtypes[0]
+    if dtype not in SUPPORTED_DTYPES:
+        supported = ", ".join(SUPPORTED_DTYPES)
+        raise RasterError(f"{src.name}: unsupported pixel type {dtype}; supported: {supported}")
+    return dtype
+
+
+def _uses_mask(src: rasterio.DatasetReader) -> bool:
+    """Whether the validity of pixels comes from an internal/external mask or alpha band."""
+    flags = src.mask_flag_enums[0]
+    return MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+
+
+def _finish(
+    src: rasterio.DatasetReader, data: np.ndarray, mask: np.ndarray | None, nodata: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw [C, h, w] pixels -> float32 with NaN where invalid, and validity [h, w]."""
+    if np.iscomplexobj(data):
+        data = np.abs(data)  # SLC -> amplitude
+    data = data.astype(np.float32, copy=False)
+    ok = np.isfinite(data).all(axis=0)
+    if nodata is not None and not np.isnan(nodata):
+        ok &= (data != np.float32(nodata)).all(axis=0)
+    if mask is not None:
+        ok &= mask
+    data[:, ~ok] = np.nan
+    return data, ok
+
+
+def _decode_error(src: rasterio.DatasetReader, e: Exception) -> RasterError:
+    return RasterError(f"{src.name} cannot be decoded ({str(e).splitlines()[0][:160]})")
+
+
+def read_window(
+    src: rasterio.DatasetReader,
+    indexes: list[int],
+    row_off: int,
+    col_off: int,
+    height: int,
+    width: int,
+    nodata: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boundless read: float32 [C, height, width] and validity [height, width] (bool).
+
+    The part of the window outside the scene is filled with NaN and marked invalid. A pixel is
+    valid when it is inside the scene, every band is finite and differs from `nodata`, and the
+    dataset mask (if the file has one) says so. Invalid pixels are NaN. Complex (SLC) pixels
+    are read as amplitude.
+    """
+    out = np.full((len(indexes), height, width), np.nan, np.float32)
+    valid = np.zeros((height, width), bool)
+    r0, c0 = max(row_off, 0), max(col_off, 0)
+    r1, c1 = min(row_off + height, src.height), min(col_off + width, src.width)
+    if r1 <= r0 or c1 <= c0:
+        return out, valid
+    win = Window(c0, r0, c1 - c0, r1 - r0)
+    try:
+        data = src.read(indexes, window=win)  # [C, h, w]
+        mask = src.read_masks(1, window=win) > 0 if _uses_mask(src) else None
+    except RasterioIOError as e:
+        raise _decode_error(src, e) from e
+    data, ok = _finish(src, data, mask, nodata)
+    ys, xs = slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off)
+    out[:, ys, xs] = data
+    valid[ys, xs] = ok
+    return out, valid
+
+
+def read_decimated(
+    src: rasterio.DatasetReader, indexes: list[int], nodata: float | None = None, max_side: int = 1024
+) -> np.ndarray:
+    """The whole scene at reduced resolution (every f-th pixel, at most `max_side` pixels per
+    side), float32 [C, h, w], NaN where invalid: the sample for per-scene statistics.
+
+    Files with overviews are read through them; others are read in bands of full-resolution
+    rows (bounded memory) and subsampled, which is much faster than GDAL's pixel-by-pixel
+    subsampled reads of tiled files."""
+    f = max(1, int(np.ceil(max(src.height, src.width) / max_side)))
+    try:
+        if f > 1 and src.overviews(indexes[0]):
+            h, w = max(1, src.height // f), max(1, src.width // f)
+            nearest = Resampling.nearest
+            data = src.read(indexes, out_shape=(len(indexes), h, w), resampling=nearest)
+            mask = src.read_masks(1, out_shape=(h, w), resampling=nearest) > 0 if _uses_mask(src) else None
+            return _finish(src, data, mask, nodata)[0]
+        band = f * max(1, 256 // f)  # rows per read, a multiple of f so that rows stay aligned
+        parts = []
+        for y in range(0, src.height, band):
+            win = Window(0, y, src.width, min(band, src.height - y))
+            data = src.read(indexes, window=win)[:, ::f, ::f].copy()  # not a view: frees the band
+            mask = src.read_masks(1, window=win)[::f, ::f] > 0 if _uses_mask(src) else None
+            parts.append(_finish(src, data, mask, nodata)[0])
+    except RasterioIOError as e:
+        raise _decode_error(src, e) from e
+    return np.concatenate(parts, axis=1)

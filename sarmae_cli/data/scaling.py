@@ -132,3 +132,12 @@ def prepare(
 ) -> np.ndarray:
     """All three steps: raw [C, H, W] -> normalized model input [C, H, W] float32."""
     return normalize(to_unit(to_db(x, scaling.mode), ranges), mean, std)
+
+
+def scene_scaling(weights: Scaling, mode: str, reason: str = "") -> Scaling:
+    """The scaling of one scene: its own `mode` (chosen by `--input-scale` or detected), with the
+    stretch of the weights. Uncalibrated uint16 digital numbers have no meaningful fixed dB
+    range, so they always use the per-scene percentile stretch."""
+    stretch = "percentile" if mode == "uint16" else weights.stretch
+    extra = {"reason": reason} if reason else {}
+    return Scaling(mode, stretch, weights.db_range, weights.percentiles, extra)

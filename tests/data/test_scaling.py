@@ -56,3 +56,17 @@ def test_round_trip_dict_and_errors():
         Scaling("decibel")
     with pytest.raises(UsageError, match="increasing"):
         Scaling("db", db_range=(5, -30))
+
+
+def test_scene_scaling_keeps_weights_stretch_and_uint16_percentile():
+    from sarmae_cli.data.scaling import scene_scaling
+
+    w = Scaling("uint8", stretch="fixed", db_range=(-25.0, 0.0))
+    s = scene_scaling(w, "power", "detected")
+    assert (s.mode, s.stretch, s.db_range, s.extra) == (
+        "power",
+        "fixed",
+        (-25.0, 0.0),
+        {"reason": "detected"},
+    )
+    assert scene_scaling(w, "uint16").stretch == "percentile"

@@ -1,0 +1,447 @@
+"""Library API behind `sarmae segment`, `sarmae embed` and `sarmae classify`.
+
+Each function takes one input and its output paths, writes every output atomically (a
+temporary file beside the destination, renamed at the end) and returns a summary dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine, array_bounds
+
+from sarmae_cli.data import raster
+from sarmae_cli.data.labelled import fit_chip
+from sarmae_cli.data.scaling import to_db, to_unit
+from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.infer.engine import Progress, predict_dense, predict_tiles
+from sarmae_cli.infer.models import Models
+from sarmae_cli.infer.scene import Scene, open_scene
+from sarmae_cli.infer.writers import (
+    CLASS_NODATA,
+    PALETTE,
+    CogSink,
+    RasterSpec,
+    RowBandWriter,
+    Tee,
+    colormap,
+    encode_classes,
+    encode_float,
+    temp_beside,
+    to_cog,
+)
+from sarmae_cli.outputs import atomic_output, check_output
+
+#: GDAL block cache for inference runs (MB), unless $GDAL_CACHEMAX says otherwise. GDAL's own
+#: default (5% of RAM) would let the cache, not the engine, set the peak memory.
+GDAL_CACHE_MB = 128
+
+
+def gdal_env() -> rasterio.Env:
+    """The GDAL environment of a run: a bounded block cache."""
+    if "GDAL_CACHEMAX" in os.environ:
+        return rasterio.Env()
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+
+
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+
+
+@dataclass
+class Options:
+    """Options shared by the inference commands."""
+
+    batch_size: int = 8
+    tile: int | None = None  # input pixels; default: the weights' tile size
+    overlap: int | None = None  # default: the weights' overlap (dense) or 0 (per tile)
+    bands: str | None = None
+    nodata: float | None = None
+    input_scale: str = "auto"
+    co: dict[str, str] = field(default_factory=dict)
+    overwrite: bool = False
+    progress: Progress | None = None
+
+
+def _tiling(models: Models, opts: Options, dense: bool) -> tuple[int, int]:
+    tile = opts.tile or int(models.meta.tile.get("size", models.meta.encoder_config.img_size))
+    default_overlap = int(models.meta.tile.get("overlap", 0)) if dense else 0
+    overlap = default_overlap if opts.overlap is None else opts.overlap
+    if opts.overlap is None and overlap >= tile:
+        overlap = tile // 4 // models.meta.encoder_config.patch_size * models.meta.encoder_config.patch_size
+    if models.fixed_tile and tile != models.fixed_tile:
+        raise UsageError(
+            f"{models.path} was exported for {models.fixed_tile}-px tiles; use --tile {models.fixed_tile} "
+            f"(or re-export with `sarmae export --tile {tile}`)"
+        )
+    return tile, overlap
+
+
+def _open(path: Path, models: Models, opts: Options) -> Scene:
+    return open_scene(path, models.meta, opts.bands, opts.nodata, opts.input_scale)
+
+
+def _summary(path: Path, scene: Scene, backend: Any, stats: Any, t0: float, outputs: list[Path]) -> dict:
+    return {
+        "input": str(path),
+        "outputs": [str(p) for p in outputs],
+        "tiles": stats.tiles,
+        "tiles_skipped": stats.skipped,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "model_seconds": round(stats.model_seconds, 3),
+        "device": backend.device,
+        "input_scale": scene.scaling.mode,
+        "bands": scene.band_names,
+        "notes": scene.notes,
+        "warnings": scene.warnings,
+    }
+
+
+def _class_tags(names: list[str], models: Models) -> dict[str, str]:
+    tags = {f"CLASS_{i}": n for i, n in enumerate(names)}
+    tags.update({"CLASS_NAMES": json.dumps(names), "NODATA_CLASS": str(CLASS_NODATA)})
+    tags["WEIGHTS"] = models.path.name
+    return tags
+
+
+def segment_scene(
+    path: Path,
+    output: Path,
+    models: Models,
+    opts: Options,
+    probabilities: Path | None = None,
+    vector: Path | None = None,
+    preview: Path | None = None,
+) -> dict[str, Any]:
+    """Class-map COG (uint8, colormap, nodata 255) of a scene, plus optional probabilities
+    COG (float32, NaN nodata), class polygons (.gpkg/.geojson) and a quicklook PNG."""
+    t0 = time.perf_counter()
+    extras = [p for p in (probabilities, vector, preview) if p is not None]
+    outputs = [Path(output), *extras]
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise UsageError("output paths must differ from each other")
+    for p in outputs:
+        check_output(p, opts.overwrite)
+    if vector is not None and vector.suffix.lower() not in VECTOR_DRIVERS:
+        raise UsageError(f"--vector {vector}: use a .gpkg or .geojson file name")
+    with gdal_env(), _open(path, models, opts) as scene, contextlib.ExitStack() as stack:
+        backend = models.backend(len(scene.indexes), "probabilities")
+        names = models.class_names
+        tile, overlap = _tiling(models, opts, dense=True)
+        common = {"crs": scene.crs, "transform": scene.transform}
+        tags = _class_tags(names, models)
+        spec = RasterSpec(
+            scene.width, scene.height, 1, "uint8", CLASS_NODATA, **common,
+            descriptions=["class"], tags=tags, colormap=colormap(len(names)), resampling="mode",
+        )  # fmt: skip
+        tmp_out = stack.enter_context(atomic_output(Path(output), opts.overwrite))
+        sinks = [CogSink(stack.enter_context(temp_beside(Path(output))), spec, encode_classes, opts.co)]
+        if probabilities is not None:
+            pspec = RasterSpec(
+                scene.width, scene.height, len(names), "float32", float("nan"), **common,
+                descriptions=[f"probability of {n}" for n in names], tags=tags, resampling="average",
+            )  # fmt: skip
+            tmp_prob = stack.enter_context(atomic_output(probabilities, opts.overwrite))
+            sinks.append(
+                CogSink(stack.enter_context(temp_beside(probabilities)), pspec, encode_float, opts.co)
+            )
+        try:
+            stats = predict_dense(scene, backend, Tee(*sinks), tile, overlap, opts.batch_size, opts.progress)
+        except BaseException:
+            for s in sinks:
+                s.abort()
+            raise
+        sinks[0].finish(tmp_out)
+        if probabilities is not None:
+            sinks[1].finish(tmp_prob)
+        if vector is not None:
+            tmp_vec = stack.enter_context(atomic_output(vector, opts.overwrite))
+            write_polygons(tmp_out, tmp_vec, VECTOR_DRIVERS[vector.suffix.lower()], names)
+        if preview is not None:
+            tmp_png = stack.enter_context(atomic_output(preview, opts.overwrite))
+            write_preview(scene, tmp_out, tmp_png)
+        summary = _summary(Path(path), scene, backend, stats, t0, outputs)
+    summary["classes"] = names
+    return summary
+
+
+def write_polygons(class_map: Path, dst: Path, driver: str, names: list[str]) -> int:
+    """Polygons of every class of a class map (in its CRS) -> GeoPackage / GeoJSON. Reads the
+    whole class map (one byte per pixel). Returns the number of polygons."""
+    import geopandas as gpd
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    with raster.open_raster(class_map) as src:
+        cls = src.read(1)  # [H, W] uint8
+        transform, crs = src.transform, src.crs
+    geoms, values = [], []
+    for geom, value in shapes(cls, mask=cls != CLASS_NODATA, transform=transform):
+        geoms.append(shape(geom))
+        values.append(int(value))
+    gdf = gpd.GeoDataFrame(
+        {
+            "class": np.array(values, np.int32),
+            "name": [names[v] if v < len(names) else str(v) for v in values],
+        },
+        geometry=geoms,
+        crs=crs,
+    )
+    Path(dst).unlink(missing_ok=True)  # the GPKG driver wants to create the file itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        gdf.to_file(dst, driver=driver, layer="classes" if driver == "GPKG" else None)
+    return len(gdf)
+
+
+def write_preview(scene: Scene, class_map: Path, dst: Path, max_side: int = 1024) -> None:
+    """Quicklook PNG: the first band as grey (per-scene stretch) with classes >= 1 overlaid."""
+    x = raster.read_decimated(scene.src, scene.indexes[:1], scene.nodata, max_side)  # [1, h, w]
+    grey = to_unit(to_db(x, scene.scaling.mode), scene.ranges[:1])[0]  # [h, w] in [0, 1]
+    h, w = grey.shape
+    with raster.open_raster(class_map) as src:
+        cls = src.read(1, out_shape=(h, w), resampling=rasterio.enums.Resampling.nearest)  # [h, w]
+    rgb = np.repeat(np.nan_to_num(grey * 255)[None], 3, axis=0)  # [3, h, w]
+    for k in np.unique(cls):
+        if k in (0, CLASS_NODATA):
+            continue
+        colour = np.array(PALETTE[int(k) % len(PALETTE)][:3], np.float32).reshape(3, 1)
+        m = cls == k
+        rgb[:, m] = 0.45 * rgb[:, m] + 0.55 * colour
+    rgb[:, cls == CLASS_NODATA] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(dst, "w", driver="PNG", width=w, height=h, count=3, dtype="uint8") as out:
+            out.write(np.clip(rgb, 0, 255).astype(np.uint8))
+    Path(str(dst) + ".aux.xml").unlink(missing_ok=True)
+
+
+def _footprint(transform: Affine, y: int, x: int, size: int, height: int, width: int) -> Any:
+    """Footprint polygon of a tile, clipped to the scene."""
+    from shapely.geometry import box
+
+    h, w = min(size, height - y), min(size, width - x)
+    win_t = transform @ Affine.translation(x, y)
+    left, bottom, right, top = array_bounds(h, w, win_t)
+    return box(left, bottom, right, top)
+
+
+def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: Path | None = None) -> dict:
+    """One pooled embedding per tile of a regular grid -> GeoParquet (footprints in the scene
+    CRS, tile row/col, pixel offsets, valid fraction, embedding); optionally per-patch features
+    as a float32 GeoTIFF COG at the scene transform scaled by the patch size."""
+    import geopandas as gpd
+
+    t0 = time.perf_counter()
+    outputs = [Path(output)] + ([Path(dense)] if dense else [])
+    for p in outputs:
+        check_output(p, opts.overwrite)
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise UsageError("output paths must differ from each other")
+    with gdal_env(), _open(path, models, opts) as scene, contextlib.ExitStack() as stack:
+        backend = models.backend(len(scene.indexes), "pooled")
+        tile, overlap = _tiling(models, opts, dense=False)
+        results, stats = predict_tiles(scene, backend, tile, overlap, opts.batch_size, opts.progress)
+        rows = list(results)
+        gdf = gpd.GeoDataFrame(
+            {
+                "source": [Path(path).name] * len(rows),
+                "row": np.array([r.row for r in rows], np.int32),
+                "col": np.array([r.col for r in rows], np.int32),
+                "x": np.array([r.x for r in rows], np.int32),
+                "y": np.array([r.y for r in rows], np.int32),
+                "size": np.array([r.size for r in rows], np.int32),
+                "valid_fraction": np.array([r.valid_fraction for r in rows], np.float32),
+                "embedding": [r.vector.astype(np.float32) for r in rows],
+            },
+            geometry=[_footprint(scene.transform, r.y, r.x, r.size, scene.height, scene.width) for r in rows],
+            crs=scene.crs,
+        )
+        tmp = stack.enter_context(atomic_output(Path(output), opts.overwrite))
+        write_geoparquet(gdf, tmp)
+        if dense is not None:
+            fb = models.backend(len(scene.indexes), "patch_features")
+            p = fb.patch_size
+            spec = RasterSpec(
+                -(-scene.width // p), -(-scene.height // p), fb.out_channels, "float32", float("nan"),
+                scene.crs, scene.transform @ Affine.scale(p),
+                descriptions=[f"feature {i}" for i in range(fb.out_channels)],
+                tags={"WEIGHTS": models.path.name, "PATCH_SIZE": str(p)}, resampling="average",
+            )  # fmt: skip
+            tmp_dense = stack.enter_context(atomic_output(Path(dense), opts.overwrite))
+            sink = CogSink(stack.enter_context(temp_beside(Path(dense))), spec, encode_float, opts.co)
+            dtile, doverlap = _tiling(models, opts, dense=True)
+            try:
+                dstats = predict_dense(scene, fb, sink, dtile, doverlap // p * p, opts.batch_size)
+            except BaseException:
+                sink.abort()
+                raise
+            sink.finish(tmp_dense)
+            stats.model_seconds += dstats.model_seconds
+        summary = _summary(Path(path), scene, backend, stats, t0, outputs)
+    summary["embedding_dim"] = backend.out_channels
+    return summary
+
+
+def write_geoparquet(gdf: Any, dst: Path) -> None:
+    """GeoParquet with the embedding as a list<float32> column."""
+    gdf.to_parquet(dst, index=False)
+
+
+def list_chips(inputs: list[Path]) -> list[Path]:
+    """Image files of the inputs (folders are listed, sorted; files kept in order)."""
+    out: list[Path] = []
+    for p in inputs:
+        p = Path(p)
+        if p.is_dir():
+            files = sorted(q for q in p.rglob("*") if q.suffix.lower() in raster.IMAGE_SUFFIXES)
+            if not files:
+                raise UsageError(f"folder {p} holds no image files ({', '.join(raster.IMAGE_SUFFIXES)})")
+            out.extend(files)
+        else:
+            out.append(p)
+    return out
+
+
+def _chip_input(path: Path, models: Models, opts: Options, size: int) -> tuple[np.ndarray, Scene]:
+    """A whole chip as model input [C, size, size] (its own per-chip statistics), resized or
+    centre-cropped as the weights were trained (`training.preprocess.fit`)."""
+    scene = _open(path, models, opts)
+    x, _ = scene.read(0, 0, scene.height, scene.width)  # [C, h, w]
+    fit = models.meta.training.get("preprocess", {}).get("fit", "resize")
+    return fit_chip(torch.from_numpy(x), size, fit).numpy(), scene
+
+
+def chips_forward(
+    paths: list[Path], models: Models, opts: Options, output: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run every chip through the model (resized to the weights' input size), in batches.
+    Returns (per-chip results with the output vector, failures)."""
+    size = models.fixed_tile or models.meta.encoder_config.img_size
+    results, failures, batch = [], [], []
+
+    def run() -> None:
+        backend = models.backend(batch[0][1].shape[0], output)
+        out = backend.predict(np.stack([b[1] for b in batch]))  # [B, K]
+        for (info, _), v in zip(batch, out, strict=True):
+            results.append({**info, "vector": v})
+        batch.clear()
+
+    for i, p in enumerate(paths):
+        try:
+            x, scene = _chip_input(p, models, opts, size)
+        except SarmaeError as e:
+            failures.append({"input": str(p), "error": str(e)})
+            continue
+        info = {"path": str(p), "width": scene.width, "height": scene.height, "crs": scene.crs}
+        info["bounds"] = scene.src.bounds if scene.crs else None
+        scene.close()
+        if batch and batch[0][1].shape[0] != x.shape[0]:
+            run()
+        batch.append((info, x))
+        if len(batch) >= opts.batch_size:
+            run()
+        if opts.progress:
+            opts.progress(i + 1, len(paths))
+    if batch:
+        run()
+    return results, failures
+
+
+def embed_chips(paths: list[Path], output: Path, models: Models, opts: Options) -> dict[str, Any]:
+    """One embedding per chip file -> GeoParquet (footprint when the chip is georeferenced;
+    chips in different CRSs are given in EPSG:4326)."""
+    import geopandas as gpd
+    from rasterio.warp import transform_bounds
+    from shapely.geometry import box
+
+    t0 = time.perf_counter()
+    check_output(Path(output), opts.overwrite)
+    results, failures = chips_forward(paths, models, opts, "pooled")
+    crss = {r["crs"].to_string() for r in results if r["crs"]}
+    crs = next(iter(crss)) if len(crss) == 1 else ("EPSG:4326" if crss else None)
+    geoms = []
+    for r in results:
+        if not r["crs"]:
+            geoms.append(None)
+            continue
+        b = r["bounds"] if len(crss) == 1 else transform_bounds(r["crs"], crs, *r["bounds"])
+        geoms.append(box(*b))
+    gdf = gpd.GeoDataFrame(
+        {
+            "path": [r["path"] for r in results],
+            "width": np.array([r["width"] for r in results], np.int32),
+            "height": np.array([r["height"] for r in results], np.int32),
+            "embedding": [r["vector"].astype(np.float32) for r in results],
+        },
+        geometry=geoms,
+        crs=crs,
+    )
+    if results:
+        with atomic_output(Path(output), opts.overwrite) as tmp:
+            write_geoparquet(gdf, tmp)
+    return {
+        "inputs": len(paths),
+        "embedded": len(results),
+        "failed": failures,
+        "outputs": [str(output)] if results else [],
+        "seconds": round(time.perf_counter() - t0, 3),
+        "device": str(models.device),
+    }
+
+
+def classify_chips(
+    paths: list[Path], models: Models, opts: Options, top_k: int
+) -> tuple[list[dict], list[dict]]:
+    """Top-k classes and probabilities of every chip: ([{path, top: [(class, p), ...]}], failures)."""
+    names = models.class_names
+    results, failures = chips_forward(paths, models, opts, "probabilities")
+    rows = []
+    for r in results:
+        p = r["vector"]
+        order = np.argsort(-p, kind="stable")[: min(top_k, len(names))]
+        rows.append({"path": r["path"], "top": [(names[i], float(p[i])) for i in order]})
+    return rows, failures
+
+
+def classify_scene(path: Path, output: Path, models: Models, opts: Options) -> dict[str, Any]:
+    """Per-tile class map of a scene: one pixel per tile of a regular grid (transform = scene
+    transform scaled by the tile stride), uint8 with colormap, 255 for tiles without data."""
+    t0 = time.perf_counter()
+    check_output(Path(output), opts.overwrite)
+    with gdal_env(), _open(path, models, opts) as scene:
+        backend = models.backend(len(scene.indexes), "probabilities")
+        tile, overlap = _tiling(models, opts, dense=False)
+        results, stats = predict_tiles(scene, backend, tile, overlap, opts.batch_size, opts.progress)
+        stride = tile - overlap
+        n_rows = -(-max(scene.height - tile, 0) // stride) + 1
+        n_cols = -(-max(scene.width - tile, 0) // stride) + 1
+        cls = np.full((1, n_rows, n_cols), CLASS_NODATA, np.uint8)
+        for r in results:
+            cls[0, r.row, r.col] = int(np.argmax(r.vector))
+        names = models.class_names
+        spec = RasterSpec(
+            n_cols, n_rows, 1, "uint8", CLASS_NODATA, scene.crs, scene.transform @ Affine.scale(stride),
+            descriptions=["class"], tags={**_class_tags(names, models), "TILE": str(tile)},
+            colormap=colormap(len(names)), resampling="mode",
+        )  # fmt: skip
+        with atomic_output(Path(output), opts.overwrite) as tmp, temp_beside(Path(output)) as tmp_tif:
+            w = RowBandWriter(tmp_tif, spec)
+            try:
+                w.write(cls, cls[0] != CLASS_NODATA)
+            finally:
+                w.close()
+            to_cog(tmp_tif, tmp, spec, opts.co)
+        summary = _summary(Path(path), scene, backend, stats, t0, [Path(output)])
+    summary["classes"] = names
+    return summary

@@ -1,0 +1,122 @@
+"""Which weights a command uses, and the backends built from them (cached per band count)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from sarmae_cli.errors import UsageError, WeightsError
+from sarmae_cli.export.ort_backend import OnnxBackend
+from sarmae_cli.infer.backend import Backend, TorchBackend
+from sarmae_cli.model.checkpoint import (
+    WeightsMeta,
+    load_encoder,
+    read_meta,
+    read_onnx_meta,
+    shipped_weights_dir,
+)
+from sarmae_cli.model.factory import EncoderModel, load_model
+from sarmae_cli.model.runtime import resolve_device
+
+#: Shipped weights per `--task` (files in `shipped_weights_dir()`).
+SHIPPED = {
+    "encoder": "sarmae_encoder.safetensors",
+    "water": "sarmae_water.safetensors",
+    "mstar": "sarmae_mstar.safetensors",
+}
+#: The weights task each command needs (embed takes the encoder of any weights file).
+COMMAND_TASKS = {
+    "segment": ("segmentation",),
+    "classify": ("classification",),
+    "embed": ("encoder", "pretrain", "classification", "segmentation"),
+}
+DEFAULT_TASK = {"embed": "encoder", "classify": "mstar", "segment": None}
+
+
+def resolve_weights(command: str, weights: Path | None, task: str | None) -> Path:
+    """The weights file for `command`: `--weights`, else the shipped file of `--task` (or the
+    command's default task). A missing shipped file is an error naming it and the way out."""
+    if weights is not None:
+        if task is not None:
+            raise UsageError("give either --task or --weights, not both")
+        return Path(weights)
+    task = task or DEFAULT_TASK[command]
+    if task is None:
+        raise UsageError(f"sarmae {command} needs --task (e.g. --task water) or --weights FILE")
+    if task not in SHIPPED:
+        raise UsageError(f"unknown --task {task!r}; shipped tasks: {', '.join(SHIPPED)}")
+    path = shipped_weights_dir() / SHIPPED[task]
+    if not path.is_file():
+        raise WeightsError(
+            f"shipped weights for task {task!r} not found: {path}; they are not shipped with this "
+            "version yet: pass a weights file with --weights FILE (see docs/inference.md)"
+        )
+    return path
+
+
+def check_task(command: str, path: Path, meta: WeightsMeta) -> None:
+    """A weights file of the wrong task for the command is an error that says what it holds."""
+    allowed = COMMAND_TASKS[command]
+    if meta.task not in allowed:
+        raise WeightsError(
+            f"{path} holds {meta.task} weights but `sarmae {command}` needs {' or '.join(allowed)} "
+            f"weights; use a file made by `sarmae finetune --task {allowed[0]}`"
+        )
+    if command == "segment" and not meta.class_names and not (meta.head or {}).get("num_classes"):
+        raise WeightsError(f"{path} has no class list in its metadata")
+
+
+class Models:
+    """Loads the weights once per input band count and wraps them as backends.
+
+    `output` is the `TorchBackend` output: "probabilities" for segment/classify, "pooled" or
+    "patch_features" for embed."""
+
+    def __init__(self, command: str, path: Path, device: str = "auto", threads: int | None = None) -> None:
+        self.command, self.path = command, Path(path)
+        self.onnx = self.path.suffix.lower() == ".onnx"  # an exported model: onnxruntime backend
+        self.threads = threads
+        self.meta = read_onnx_meta(self.path)[0] if self.onnx else read_meta(self.path)
+        check_task(command, self.path, self.meta)
+        local_rank = os.environ.get("LOCAL_RANK")
+        if device == "auto" and local_rank is not None and torch.cuda.is_available():
+            device = f"cuda:{int(local_rank) % torch.cuda.device_count()}"  # one GPU per torchrun rank
+        self.device = resolve_device(device)
+        self._cache: dict[tuple[int, str], Backend] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        n = int((self.meta.head or {}).get("num_classes", len(self.meta.class_names or [])))
+        names = list(self.meta.class_names or [])
+        return names + [f"class {i}" for i in range(len(names), n)]
+
+    def use(self, backend: Backend, output: str = "probabilities") -> None:
+        """Run `output` for `backend.in_chans` bands with another backend (e.g. onnxruntime)."""
+        self._cache[(backend.in_chans, output)] = backend
+
+    @property
+    def fixed_tile(self) -> int | None:
+        """The tile size an exported ONNX graph was built for (None: any multiple of the patch)."""
+        return int(self.meta.tile["size"]) if self.onnx else None
+
+    def backend(self, in_chans: int, output: str = "probabilities") -> Backend:
+        key = (in_chans, output)
+        if key not in self._cache and self.onnx:
+            if in_chans != self.meta.encoder_config.in_chans:
+                raise UsageError(
+                    f"{self.path} takes {self.meta.encoder_config.in_chans} band(s) but the input gives "
+                    f"{in_chans}; select bands with --bands or export weights made for {in_chans}"
+                )
+            device = "cpu" if self.device.type == "cpu" else str(self.device)
+            self._cache[key] = OnnxBackend(self.path, output, device, self.threads)
+        if key not in self._cache:
+            adapt = None if in_chans == self.meta.encoder_config.in_chans else in_chans
+            if output == "probabilities":
+                model, _ = load_model(self.path, in_chans=adapt)
+            else:
+                encoder, _ = load_encoder(self.path, in_chans=adapt)
+                model = EncoderModel(encoder)
+            self._cache[key] = TorchBackend(model, self.device, output)
+        return self._cache[key]

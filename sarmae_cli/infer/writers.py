@@ -1,0 +1,245 @@
+"""Writers: streamed row-band GeoTIFFs converted to Cloud-Optimized GeoTIFFs, class maps with
+colormaps, GeoParquet of tile embeddings, polygons of classes and quicklook PNGs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.shutil import copy as rio_copy
+
+from sarmae_cli.errors import SarmaeError, UsageError
+
+CLASS_NODATA = 255
+#: Colours of class indexes 0.. (RGBA); water-style maps get 0 = grey, 1 = blue.
+PALETTE = [
+    (160, 160, 160, 255),
+    (30, 110, 230, 255),
+    (230, 80, 50, 255),
+    (60, 180, 75, 255),
+    (255, 200, 40, 255),
+    (145, 30, 180, 255),
+    (70, 240, 240, 255),
+    (240, 50, 230, 255),
+    (210, 245, 60, 255),
+    (0, 128, 128, 255),
+    (170, 110, 40, 255),
+    (128, 0, 0, 255),
+]
+
+
+def parse_creation_options(co: list[str] | None) -> dict[str, str]:
+    """`--co NAME=VALUE` options of GDAL's COG driver -> {NAME: value}."""
+    out = {}
+    for item in co or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--co {item!r} is not NAME=VALUE (e.g. --co COMPRESS=ZSTD)")
+        out[name.strip().upper()] = value.strip()
+    return out
+
+
+def colormap(n_classes: int) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table for a class map: class i -> PALETTE[i], nodata 255 transparent."""
+    cmap = {i: PALETTE[i % len(PALETTE)] for i in range(n_classes)}
+    cmap[CLASS_NODATA] = (0, 0, 0, 0)
+    return cmap
+
+
+@dataclass
+class RasterSpec:
+    """What an output raster is: size, georeferencing, type and labels."""
+
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    crs: Any
+    transform: Any
+    descriptions: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+    resampling: str = "nearest"  # for overviews
+
+
+def _block_rows(spec: RasterSpec, budget: int = 64 << 20) -> int:
+    """Rows per internal block: 512, fewer for very wide/deep rasters (bounded buffer)."""
+    per_row = spec.width * spec.count * np.dtype(spec.dtype).itemsize
+    rows = 512
+    while rows > 16 and rows * per_row > budget:
+        rows //= 2
+    return rows
+
+
+class RowBandWriter:
+    """Writes finished rows, in order, into a tiled GeoTIFF; rows are buffered until a whole
+    row of blocks is complete, and written by a background thread (one write in flight)."""
+
+    def __init__(self, path: Path, spec: RasterSpec) -> None:
+        self.path, self.spec = Path(path), spec
+        self.block = _block_rows(spec)
+        profile = {
+            "driver": "GTiff",
+            "width": spec.width,
+            "height": spec.height,
+            "count": spec.count,
+            "dtype": spec.dtype,
+            "nodata": spec.nodata,
+            "crs": spec.crs,
+            "transform": spec.transform,
+            "tiled": True,
+            "blockxsize": self.block,
+            "blockysize": self.block,
+            "compress": "ZSTD",  # fast; the final COG is recompressed
+            "zstd_level": 1,
+            "bigtiff": "IF_SAFER",
+            "interleave": "pixel",
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self.dst = rasterio.open(self.path, "w", **profile)
+        for i, d in enumerate(spec.descriptions, start=1):
+            self.dst.set_band_description(i, d)
+        if spec.tags:
+            self.dst.update_tags(**spec.tags)
+        if spec.colormap:
+            self.dst.write_colormap(1, spec.colormap)
+        self.buf: list[np.ndarray] = []
+        self.buf_rows = 0
+        self.y = 0  # first row not yet written
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarmae-writer")
+        self.pending: Future | None = None
+
+    def write(self, rows: np.ndarray, valid: np.ndarray) -> None:
+        """Append rows [count, n, width] (already in the output dtype) and their validity
+        [n, width] (the internal mask)."""
+        self.buf.append((rows, valid))
+        self.buf_rows += rows.shape[1]
+        if self.buf_rows >= self.block:
+            self._flush(self.buf_rows // self.block * self.block)
+
+    def _flush(self, n: int) -> None:
+        data = np.concatenate([b[0] for b in self.buf], axis=1)  # [count, rows, W]
+        valid = np.concatenate([b[1] for b in self.buf], axis=0)  # [rows, W]
+        self.buf = [(data[:, n:], valid[n:])] if data.shape[1] > n else []
+        self.buf_rows = data.shape[1] - n
+        window = rasterio.windows.Window(0, self.y, self.spec.width, n)
+        self.y += n
+        if self.pending is not None:
+            self.pending.result()
+        out, mask = np.ascontiguousarray(data[:, :n]), np.ascontiguousarray(valid[:n])
+        self.pending = self.pool.submit(self._write, out, mask, window)
+
+    def _write(self, data: np.ndarray, valid: np.ndarray, window: rasterio.windows.Window) -> None:
+        self.dst.write(data, window=window)
+        self.dst.write_mask(valid.astype(np.uint8) * 255, window=window)
+
+    def close(self) -> None:
+        """Write what is left and close the file."""
+        try:
+            if self.buf_rows:
+                self._flush(self.buf_rows)
+            if self.pending is not None:
+                self.pending.result()
+            if self.y != self.spec.height:
+                raise RuntimeError(f"wrote {self.y} of {self.spec.height} rows")
+        finally:
+            self.pool.shutdown(wait=True)
+            self.dst.close()
+
+    def abort(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.dst.close()
+
+
+def to_cog(src: Path, dst: Path, spec: RasterSpec, co: dict[str, str] | None = None) -> None:
+    """Convert a tiled GeoTIFF into a COG with GDAL's COG driver: DEFLATE (or `co`),
+    overviews, and the nodata value, internal mask and colormap of `src`."""
+    options = {"COMPRESS": "DEFLATE", "BLOCKSIZE": "512", "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS"}
+    options["OVERVIEW_RESAMPLING"] = spec.resampling.upper()
+    options.update({k.upper(): v for k, v in (co or {}).items()})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            rio_copy(str(src), str(dst), driver="COG", **options)
+    except rasterio.errors.RasterioError as e:
+        raise SarmaeError(f"cannot write COG {dst}: {str(e).splitlines()[0][:200]}") from e
+
+
+@contextlib.contextmanager
+def temp_beside(path: Path, suffix: str = ".tif") -> Iterator[Path]:
+    """A temporary file name beside `path` (same filesystem), removed on exit."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
+
+
+class CogSink:
+    """A dense sink that encodes finished rows with `encode(values, valid) -> rows` and streams
+    them to a temporary tiled GeoTIFF; `finish(dst)` converts it to a COG at `dst`."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        spec: RasterSpec,
+        encode: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        co: dict[str, str] | None = None,
+    ) -> None:
+        self.tmp, self.spec, self.encode, self.co = tmp, spec, encode, co
+        self.writer = RowBandWriter(tmp, spec)
+
+    def write_rows(self, y0: int, values: np.ndarray, valid: np.ndarray) -> None:
+        self.writer.write(self.encode(values, valid), valid)
+
+    def finish(self, dst: Path) -> None:
+        self.writer.close()
+        to_cog(self.tmp, dst, self.spec, self.co)
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+class Tee:
+    """Sends finished rows to several sinks."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def write_rows(self, y0: int, values: np.ndarray, valid: np.ndarray) -> None:
+        for s in self.sinks:
+            s.write_rows(y0, values, valid)
+
+
+def encode_classes(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Probabilities [K, n, W] -> class map [1, n, W] uint8 (argmax; 255 where invalid)."""
+    best = values[0].copy()
+    cls = np.zeros(best.shape, np.uint8)
+    for k in range(1, values.shape[0]):  # arg-max, first index on ties; faster than argmax(axis=0)
+        better = values[k] > best
+        cls[better] = k
+        np.maximum(best, values[k], out=best)
+    cls[~valid] = CLASS_NODATA
+    return cls[None]
+
+
+def encode_float(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Values [K, n, W] -> float32 with NaN where invalid."""
+    out = values.astype(np.float32, copy=True)
+    out[:, ~valid] = np.nan
+    return out
