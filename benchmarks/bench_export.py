@@ -74,9 +74,16 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, threads {args.threads}, batch {args.batch}, 224x224x{args.in_chans}"
     )
-    print(
-        "| model | task | torch eager img/s | ORT fp32 img/s | ORT int8 img/s | ORT fp32 / torch | int8 / torch |"
-    )
+    cols = [
+        "model",
+        "task",
+        "torch eager img/s",
+        "ORT fp32 img/s",
+        "ORT int8 img/s",
+        "fp32 / torch",
+        "int8 / torch",
+    ]
+    print("| " + " | ".join(cols) + " |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):

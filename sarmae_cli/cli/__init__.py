@@ -21,6 +21,8 @@ class SarmaeGroup(TyperGroup):
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
             code = rv if isinstance(rv, int) else 0
+            if code == 130:  # typer turns Ctrl-C into Exit(130)
+                typer.echo("Interrupted.", err=True)
         except typer.TyperException as e:  # click-level usage errors
             if type(e).__name__ != "NoArgsIsHelpError":  # that one has shown the help already
                 ctx = getattr(e, "ctx", None)

@@ -252,6 +252,7 @@ def export_onnx(
                 **accuracy_change(task, ref, new, labels),
             }
         proto = onnx.load(str(final))
+        meta.tile = {**meta.tile, "size": tile}  # the graph's fixed tile is the default tile
         info = report.to_dict() | {"sarmae_version": __version__, "source_weights": str(weights)}
         info.pop("output")
         for key, value in onnx_metadata(meta, info).items():
@@ -316,7 +317,10 @@ def _convert(src: Path, dst: Path, precision: str) -> None:
     if precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        # transformer linear layers only: dynamically quantized convolutions run slower than fp32
+        quantize_dynamic(
+            str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        )
     else:
         from onnxconverter_common import float16
 
