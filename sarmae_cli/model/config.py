@@ -8,6 +8,15 @@ from typing import Any
 from sarmae_cli.errors import UsageError
 
 
+def _known_fields(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
+    """`d` if all its keys are fields of the dataclass `cls`, else a UsageError naming them."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise UsageError(f"unknown {what} config keys {unknown}; known: {sorted(known)}")
+    return d
+
+
 @dataclass(frozen=True)
 class ViTConfig:
     """Shape of a ViT encoder. `base` and `large` are exactly the SARMAE / timm shapes."""
@@ -35,11 +44,7 @@ class ViTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ViTConfig:
         """Build from a dict, refusing unknown keys so that typos do not pass silently."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UsageError(f"unknown encoder config keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return cls(**_known_fields(cls, d, "encoder"))
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,7 @@ class DecoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UsageError(f"unknown decoder config keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return cls(**_known_fields(cls, d, "decoder"))
 
 
 PRESETS: dict[str, ViTConfig] = {
