@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sarmae_cli import __version__
+from sarmae_cli.data.labelled import fit_chip
 from sarmae_cli.data.raster import IMAGE_SUFFIXES, read_image
 from sarmae_cli.data.scaling import Scaling, prepare, stretch_range, to_db
 from sarmae_cli.data.synthetic import as_mode, speckled_scene
@@ -100,7 +101,7 @@ def sample_inputs(meta: WeightsMeta, tile: int, n: int, seed: int = 0) -> np.nda
 
 
 def prep_chip(raw: np.ndarray, meta: WeightsMeta, tile: int) -> np.ndarray:
-    """One raw chip [C', H, W] -> model input [C, T, T] (bands matched, scaled, resized)."""
+    """One raw chip [C', H, W] -> model input [C, T, T] (bands matched, scaled, fitted)."""
     c = meta.encoder_config.in_chans
     if raw.shape[0] != c:
         if raw.shape[0] == 1:
@@ -112,10 +113,8 @@ def prep_chip(raw: np.ndarray, meta: WeightsMeta, tile: int) -> np.ndarray:
     scaling = Scaling.from_dict(meta.input_scaling)
     ranges = stretch_range(to_db(raw, scaling.mode), scaling)
     x = prepare(raw, scaling, ranges, meta.normalization["mean"], meta.normalization["std"])
-    t = torch.from_numpy(x)[None]  # [1, C, H, W]
-    if t.shape[-2:] != (tile, tile):
-        t = torch.nn.functional.interpolate(t, size=(tile, tile), mode="bilinear", align_corners=False)
-    return t[0].numpy()
+    fit = meta.training.get("preprocess", {}).get("fit", "resize")  # as the weights were trained
+    return fit_chip(torch.from_numpy(x), tile, fit).numpy()  # [C, T, T]
 
 
 def holdout_set(path: Path, meta: WeightsMeta, tile: int, limit: int) -> tuple[np.ndarray, list]:
