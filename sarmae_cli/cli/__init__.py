@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from sarmae_cli import __version__
-from sarmae_cli.cli import classify, embed, export, finetune, pretrain, segment, weights
+from sarmae_cli.cli import classify, demo, embed, export, finetune, pretrain, segment, weights
 from sarmae_cli.errors import SarmaeError
 
 
@@ -82,6 +82,7 @@ app.command()(embed.embed)
 app.command()(classify.classify)
 app.command()(segment.segment)
 app.command()(export.export)
+app.command()(demo.demo)
 app.add_typer(weights.app, name="weights")
 
 

@@ -118,6 +118,15 @@ def finetune(
     speckle: Annotated[
         float | None, typer.Option("--speckle", min=0.0, max=1.0, help="Probability of speckle augmentation.")
     ] = None,
+    intensity: Annotated[
+        float | None,
+        typer.Option(
+            "--intensity",
+            min=0.0,
+            max=1.0,
+            help="Probability of a random contrast/brightness/gamma change (radiometric robustness).",
+        ),
+    ] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="No flips / rotations.")] = False,
     pairing: Annotated[
         str | None,
@@ -194,6 +203,7 @@ def finetune(
         },
         "augment": {
             "speckle": speckle,
+            "intensity": intensity,
             **({"flips": False, "rot90": False, "crop_scale": [1.0, 1.0]} if no_augment else {}),
         },
         "lr": lr,

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sarmae_cli.cli.options import Overwrite
+from sarmae_cli.errors import WeightsError
+from sarmae_cli.infer.models import RESTORE_HINT, SHIPPED
 from sarmae_cli.model import checkpoint
 from sarmae_cli.model.config import ViTConfig, preset_name
 from sarmae_cli.model.official import import_official
@@ -52,36 +54,76 @@ def _prod(shape: list[int]) -> int:
     return n
 
 
+def _listing(path: Path, verify: bool) -> dict[str, Any]:
+    """One row of `weights list`: the file's summary plus `status` (CORRUPTED when its header
+    cannot be read; with `verify`, OK or CORRUPTED after checking its tensors against the
+    checksum in its metadata) and `error`."""
+    try:
+        row = _summary(path)
+    except WeightsError as e:
+        return {"path": str(path), "status": "CORRUPTED", "error": str(e)}
+    status, error = ("OK" if verify else None), None
+    if verify:
+        try:
+            checkpoint.read_weights(path, verify=True)
+        except WeightsError as e:
+            status, error = "CORRUPTED", str(e)
+    return {**row, "status": status, "error": error}
+
+
 @app.command("list")
 def list_weights(
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Check every file against its checksum (and that none is missing)."),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List the shipped default weights and their tasks.
 
-    $ sarmae weights list
+    With --verify, every file's tensors are checked against the checksum in its metadata and
+    each file is reported OK, CORRUPTED or MISSING; the exit code is 1 unless all are OK.
+
+    $ sarmae weights list --verify
     """
     folder = checkpoint.shipped_weights_dir()
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    rows = [_summary(p) for p in files]
+    rows = [_listing(p, verify) for p in files]
+    if verify:
+        present = {p.name for p in files}
+        rows += [
+            {"path": str(folder / name), "status": "MISSING", "error": f"{folder / name} is missing"}
+            for name in SHIPPED.values()
+            if name not in present
+        ]
+    bad = [r for r in rows if r["status"] in ("CORRUPTED", "MISSING")]
     if json_out:
         typer.echo(json.dumps({"folder": str(folder), "weights": rows}, indent=2))
-        return
-    if not rows:
+    elif not rows:
         typer.echo(f"No shipped weights in {folder} yet.")
-        return
-    table = Table(title=f"Shipped weights in {folder}")
-    for col in ("file", "task", "model", "bands", "classes", "MB"):
-        table.add_column(col, no_wrap=col in ("file", "task"))
-    for r in rows:
-        table.add_row(
-            Path(r["path"]).name,
-            r["task"],
-            _arch(r["encoder"]),
-            ",".join(r["bands"]),
-            ",".join(r["class_names"] or []) or "-",
-            f"{r['size_mb']:.1f}",
+    else:
+        table = Table(title=f"Shipped weights in {folder}")
+        with_status = verify or bool(bad)
+        columns = ["file", "task", "model", "bands", "classes", "MB"] + ["status"] * with_status
+        for col in columns:
+            table.add_column(col, no_wrap=col in ("file", "task", "status"))
+        for r in rows:
+            cells = [Path(r["path"]).name, "-", "-", "-", "-", "-"]
+            if "task" in r:
+                cells[1:] = [
+                    r["task"],
+                    _arch(r["encoder"]),
+                    ",".join(r["bands"]),
+                    ",".join(r["class_names"] or []) or "-",
+                    f"{r['size_mb']:.1f}",
+                ]
+            table.add_row(*cells, *[r["status"] or "-"] * with_status)
+        Console(width=max(100, Console().width)).print(table)
+    if bad:
+        names = ", ".join(f"{Path(r['path']).name} ({r['status'].lower()})" for r in bad)
+        raise WeightsError(
+            f"{len(bad)} shipped weights file(s) in {folder} are not usable: {names}; {RESTORE_HINT}"
         )
-    Console().print(table)
 
 
 @app.command("info")

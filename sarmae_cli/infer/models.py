@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -35,9 +38,51 @@ COMMAND_TASKS = {
 DEFAULT_TASK = {"embed": "encoder", "classify": "mstar", "segment": None}
 
 
+#: How to get missing or damaged shipped weights back.
+RESTORE_HINT = "restore them with `git checkout -- weights/` in a source checkout or reinstall sarmae"
+
+
+def shipped_path(task: str) -> Path:
+    """Where the shipped weights of `task` (a key of `SHIPPED`) live."""
+    return shipped_weights_dir() / SHIPPED[task]
+
+
+def shipped_task(path: Path) -> str | None:
+    """The task whose shipped weights file `path` is, or None for any other file."""
+    target = Path(path).resolve()
+    return next((t for t in SHIPPED if shipped_path(t).resolve() == target), None)
+
+
+def missing_shipped(task: str, path: Path) -> WeightsError:
+    """The error for a shipped weights file that is not there."""
+    return WeightsError(
+        f"shipped weights for task {task!r} are missing: {path}; {RESTORE_HINT}, or pass --weights FILE"
+    )
+
+
+@contextlib.contextmanager
+def shipped_errors(path: Path) -> Iterator[None]:
+    """Re-raise any `WeightsError` about a shipped weights file (missing, unreadable, truncated,
+    checksum mismatch, wrong content) as one that names the file and says how to restore it.
+    Errors about other files pass through unchanged."""
+    try:
+        yield
+    except WeightsError as e:
+        task = shipped_task(path)
+        if task is None:
+            raise
+        if not Path(path).is_file():
+            raise missing_shipped(task, path) from e
+        what = re.split(r"; (?![^(]*\))", str(e))[0]  # the problem, without the library's own advice
+        what = what if str(path) in what else f"{path}: {what}"
+        raise WeightsError(
+            f"shipped weights for task {task!r} are damaged: {what}; {RESTORE_HINT}, or pass --weights FILE"
+        ) from e
+
+
 def resolve_weights(command: str, weights: Path | None, task: str | None) -> Path:
     """The weights file for `command`: `--weights`, else the shipped file of `--task` (or the
-    command's default task). A missing shipped file is an error naming it and the way out."""
+    command's default task). A missing shipped file is an error naming it and the way back."""
     if weights is not None:
         if task is not None:
             raise UsageError("give either --task or --weights, not both")
@@ -47,12 +92,9 @@ def resolve_weights(command: str, weights: Path | None, task: str | None) -> Pat
         raise UsageError(f"sarmae {command} needs --task (e.g. --task water) or --weights FILE")
     if task not in SHIPPED:
         raise UsageError(f"unknown --task {task!r}; shipped tasks: {', '.join(SHIPPED)}")
-    path = shipped_weights_dir() / SHIPPED[task]
+    path = shipped_path(task)
     if not path.is_file():
-        raise WeightsError(
-            f"shipped weights for task {task!r} not found: {path}; they are not shipped with this "
-            "version yet: pass a weights file with --weights FILE (see docs/inference.md)"
-        )
+        raise missing_shipped(task, path)
     return path
 
 
@@ -69,7 +111,8 @@ def check_task(command: str, path: Path, meta: WeightsMeta) -> None:
 
 
 class Models:
-    """Loads the weights once per input band count and wraps them as backends.
+    """Loads the weights once per input band count and wraps them as backends. Problems with
+    shipped weights files are reported with the way to restore them (`shipped_errors`).
 
     `output` is the `TorchBackend` output: "probabilities" for segment/classify, "pooled" or
     "patch_features" for embed."""
@@ -78,8 +121,9 @@ class Models:
         self.command, self.path = command, Path(path)
         self.onnx = self.path.suffix.lower() == ".onnx"  # an exported model: onnxruntime backend
         self.threads = threads
-        self.meta = read_onnx_meta(self.path)[0] if self.onnx else read_meta(self.path)
-        check_task(command, self.path, self.meta)
+        with shipped_errors(self.path):
+            self.meta = read_onnx_meta(self.path)[0] if self.onnx else read_meta(self.path)
+            check_task(command, self.path, self.meta)
         local_rank = os.environ.get("LOCAL_RANK")
         if device == "auto" and local_rank is not None and torch.cuda.is_available():
             device = f"cuda:{int(local_rank) % torch.cuda.device_count()}"  # one GPU per torchrun rank
@@ -113,10 +157,11 @@ class Models:
             self._cache[key] = OnnxBackend(self.path, output, device, self.threads)
         if key not in self._cache:
             adapt = None if in_chans == self.meta.encoder_config.in_chans else in_chans
-            if output == "probabilities":
-                model, _ = load_model(self.path, in_chans=adapt)
-            else:
-                encoder, _ = load_encoder(self.path, in_chans=adapt)
-                model = EncoderModel(encoder)
+            with shipped_errors(self.path):
+                if output == "probabilities":
+                    model, _ = load_model(self.path, in_chans=adapt)
+                else:
+                    encoder, _ = load_encoder(self.path, in_chans=adapt)
+                    model = EncoderModel(encoder)
             self._cache[key] = TorchBackend(model, self.device, output)
         return self._cache[key]

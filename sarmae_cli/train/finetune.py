@@ -103,6 +103,10 @@ class AugmentConfig:
     rot90: bool = True
     crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area (classification)
     speckle: float = 0.0  # probability of extra multiplicative speckle (SARE-style, gamma looks 1-10)
+    intensity: float = 0.0  # probability of a random radiometric change (gain, offset, gamma)
+    gain: tuple[float, float] = (0.75, 1.3)  # contrast factor about the chip mean, in [0, 1] units
+    offset: tuple[float, float] = (-0.12, 0.12)  # brightness shift, in [0, 1] units (~ +-4 dB)
+    gamma: tuple[float, float] = (0.7, 1.4)  # power-law exponent
 
 
 @dataclass
@@ -243,7 +247,8 @@ def _spec(cfg: FinetuneConfig, raws: list[np.ndarray], start: Start | None, size
 
 
 def _augmenter(cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, float]) -> SarAugment | None:
-    if not (cfg.flips or cfg.rot90 or cfg.speckle > 0) and tuple(crop_scale) == (1.0, 1.0):
+    changes_values = cfg.speckle > 0 or cfg.intensity > 0
+    if not (cfg.flips or cfg.rot90 or changes_values) and tuple(crop_scale) == (1.0, 1.0):
         return None
     return SarAugment(cfg, spec, tuple(crop_scale))
 
@@ -251,12 +256,15 @@ def _augmenter(cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, f
 class SarAugment:
     """Training augmentation (`data/augment.py`, `data/speckle.py`): random resized crop,
     flips and 90° rotations, applied alike to an image [C, S, S] and its labels [S, S], then
-    optional SARE-style speckle on the image (in the [0, 1] domain, before normalisation).
-    Randomness comes from the global torch generator, which the loop seeds per sample."""
+    optional SARE-style speckle and an optional radiometric change (contrast, brightness and
+    gamma; it makes heads robust to other calibrations and display renderings) on the image, in
+    the [0, 1] domain before normalisation. Randomness comes from the global torch generator,
+    which the loop seeds per sample."""
 
     def __init__(self, cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, float]) -> None:
         self.geometry = Augment(scale=crop_scale, hflip=cfg.flips, vflip=cfg.flips, rot90=cfg.rot90)
         self.speckle = SpeckleConfig(fraction=cfg.speckle) if cfg.speckle > 0 else None
+        self.cfg = cfg
         self.mean = torch.tensor(spec.mean).view(-1, 1, 1)  # [C, 1, 1]
         self.std = torch.tensor(spec.std).view(-1, 1, 1)
         sc = spec.scaling
@@ -267,14 +275,26 @@ class SarAugment:
         params = self.geometry.sample(rng)
         size = x.shape[-1]
         x = self.geometry.apply(x, params, size)  # [C, S, S]
-        if self.speckle is not None:
-            unit = x * self.std + self.mean  # back to [0, 1]
-            unit, _ = inject(unit.clamp(0, 1), self.speckle, rng, self.db_span)
+        if self.speckle is not None or self.cfg.intensity > 0:
+            unit = (x * self.std + self.mean).clamp(0, 1)  # back to [0, 1]
+            if self.speckle is not None:
+                unit, _ = inject(unit, self.speckle, rng, self.db_span)
+            if rng.random() < self.cfg.intensity:
+                unit = radiometric_jitter(unit, rng, self.cfg)
             x = (unit - self.mean) / self.std
         if y is None:
             return x
         y = self.geometry.apply(y[None], params, size, "nearest")[0]  # [S, S]
         return x, y
+
+
+def radiometric_jitter(unit: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """A random contrast (about the chip mean), brightness and gamma change of a [C, S, S]
+    chip in [0, 1]; the result stays in [0, 1]."""
+    gain, offset, gamma = (float(rng.uniform(*r)) for r in (cfg.gain, cfg.offset, cfg.gamma))
+    mean = unit.mean(dim=(-2, -1), keepdim=True)  # [C, 1, 1]
+    out = ((unit - mean) * gain + mean + offset).clamp(0, 1)
+    return out.pow(gamma)
 
 
 def _check_disjoint(train: list[Path], val: list[Path]) -> None:

@@ -28,6 +28,7 @@ def test_command_tree_is_complete():
         "segment",
         "export",
         "weights",
+        "demo",
         "weights list",
         "weights info",
         "weights import",

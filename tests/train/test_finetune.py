@@ -145,7 +145,7 @@ def test_seeds_give_mean_and_std(mstar, tmp_path):
 def test_resume_equals_uninterrupted(mstar, tmp_path, monkeypatch):
     train, val = mstar
     cfg = _cls_cfg(train, val, max_steps=6, ckpt_every=2)
-    cfg.augment = ft.AugmentConfig(flips=True, rot90=True, crop_scale=(0.5, 1.0), speckle=0.5)
+    cfg.augment = ft.AugmentConfig(flips=True, rot90=True, crop_scale=(0.5, 1.0), speckle=0.5, intensity=0.5)
     ft.finetune(cfg, tmp_path / "a.safetensors", seeds=[0])
 
     calls = {"n": 0}
@@ -351,3 +351,14 @@ def test_cli_segmentation_bad_inputs(ombria, tmp_path, invoke):
     r = invoke("finetune", *args, "-o", out)
     _one_line(r, 1, "has values [255] outside the class values [0, 1]")
     assert not out.exists()
+
+
+def test_radiometric_jitter_stays_in_unit_range_and_changes_contrast():
+    rng = np.random.default_rng(0)
+    x = torch.linspace(0.2, 0.8, 64).view(1, 8, 8)  # [C, S, S]
+    cfg = ft.AugmentConfig(gain=(2.0, 2.0), offset=(0.0, 0.0), gamma=(1.0, 1.0))
+    out = ft.radiometric_jitter(x, rng, cfg)
+    assert out.shape == x.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert float(out.std()) > 1.5 * float(x.std())  # contrast doubled (up to clipping)
+    cfg = ft.AugmentConfig(gain=(1.0, 1.0), offset=(0.1, 0.1), gamma=(1.0, 1.0))
+    assert torch.allclose(ft.radiometric_jitter(x, rng, cfg), x + 0.1, atol=1e-6)
