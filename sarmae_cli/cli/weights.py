@@ -181,6 +181,30 @@ def info(
     Console(width=max(100, Console().width)).print(table)
 
 
+@app.command("convert")
+def convert(
+    src: Annotated[Path, typer.Argument(help="sarmae weights (.safetensors).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors.")],
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Store floating-point tensors as fp16 (half size).")
+    ] = False,
+    drop_mae_decoder: Annotated[
+        bool,
+        typer.Option("--drop-mae-decoder", help="Keep only the encoder of pretraining weights."),
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Copy weights as fp16 and/or without the MAE decoder (how the shipped files are made).
+
+    $ sarmae weights convert runs/pt/encoder.safetensors --fp16 --drop-mae-decoder -o enc.safetensors
+    """
+    argv = ["sarmae", "weights", "convert", str(src), "-o", str(output)]
+    argv += ["--fp16"] * fp16 + ["--drop-mae-decoder"] * drop_mae_decoder
+    meta = checkpoint.convert_weights(src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv))
+    size = output.stat().st_size / 1e6
+    typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}, {size:.1f} MB", err=True)
+
+
 @app.command("import")
 def import_(
     src: Annotated[Path, typer.Argument(help="Official SARMAE checkpoint (pickled .pth).")],

@@ -172,6 +172,31 @@ def read_weights(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tenso
     return tensors, meta
 
 
+def convert_weights(
+    src: Path,
+    dst: Path,
+    half: bool = False,
+    drop_mae_decoder: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+) -> WeightsMeta:
+    """Copy `src` to `dst` (checksum verified), optionally storing floats as fp16 and dropping
+    the MAE decoder of pretraining weights (what `embed` and fine-tuning need is the encoder).
+    The original provenance is kept under `provenance.converted_from`."""
+    src, dst = Path(src), Path(dst)
+    tensors, meta = read_weights(src)
+    if drop_mae_decoder:
+        if meta.decoder is None:
+            raise WeightsError(f"{src} holds no MAE decoder (task {meta.task}); drop --drop-mae-decoder")
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("decoder.")}
+        meta.decoder = None
+        if meta.task == "pretrain":
+            meta.task = "encoder"
+    old = dict(meta.provenance)
+    meta.provenance = provenance(command, converted_from={"file": src.name, **old}, fp16=half)
+    return save_weights(dst, tensors, meta, overwrite=overwrite, half=half)
+
+
 def sub_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Tensors under `prefix` (e.g. 'encoder.') with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -142,3 +142,29 @@ def test_vit_base_cli_import(invoke, tmp_path):
     r = invoke("weights", "import", src, "-o", tmp_path / "b.safetensors", "--keep-decoder")
     assert r.exit_code == 0, r.stderr
     assert "ViT-base p16 224px 3ch" in r.stderr
+
+
+def test_convert_fp16_and_drop_mae_decoder(invoke, tiny_official, tmp_path):
+    """The shipped files are made this way: fp16 halves the size, the encoder's outputs stay
+    within fp16 rounding, and only pretraining weights have an MAE decoder to drop."""
+    from sarmae_cli.model import load_encoder
+
+    mae = tmp_path / "mae.safetensors"
+    assert invoke("weights", "import", tiny_official, "-o", mae, "--keep-decoder").exit_code == 0
+    small = tmp_path / "enc16.safetensors"
+    r = invoke("weights", "convert", mae, "--fp16", "--drop-mae-decoder", "-o", small)
+    assert r.exit_code == 0, r.stderr
+    meta = read_meta(small)
+    assert meta.task == "encoder" and meta.decoder is None
+    assert meta.provenance["converted_from"]["file"] == "mae.safetensors"
+    assert small.stat().st_size < 0.5 * mae.stat().st_size
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = load_encoder(mae)[0].eval().forward_features(x)  # [2, 197, 192]
+        out = load_encoder(small)[0].eval().forward_features(x)
+    assert out.dtype == torch.float32
+    assert float((out - ref).abs().max()) < 1e-2 * float(ref.abs().max())
+    r = invoke("weights", "convert", small, "--drop-mae-decoder", "-o", tmp_path / "x.safetensors")
+    assert r.exit_code == 1 and "no MAE decoder" in r.stderr and not (tmp_path / "x.safetensors").exists()
+    r = invoke("weights", "convert", mae, "-o", small)
+    assert r.exit_code == 2 and "--overwrite" in r.stderr
