@@ -1,0 +1,130 @@
+"""Water segmentation accuracy of a weights file, beside a per-image Otsu threshold.
+
+1. OMBRIA S1 test (70 AFTER/MASK pairs, 8-bit renderings): water IoU of the weights (the
+   evaluation of `sarmae finetune --eval-only`) and of a per-image Otsu threshold (dark =
+   water), both accumulated over all test pixels.
+2. Sen1Floods11 chip (calibrated VV in dB, 512 x 512, EPSG:4326, hand labels): `sarmae
+   segment --bands 1` on the same VV band written as dB, linear power, amplitude and uint16
+   amplitude DN, to show the water head is robust to radiometry; IoU against `LabelHand`
+   (-1 and NaN pixels ignored), beside Otsu on the dB values.
+3. Sentinel-1 GRD clip (`s1_scenes`, dB, 20 m, no labels): the water fraction found.
+
+    python benchmarks/eval_water.py                       # the shipped water weights
+    python benchmarks/eval_water.py -w runs/water.safetensors --json out.json
+
+Needs the data in $SARMAE_DATA (default ../shared/data) and scikit-image (Otsu).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from PIL import Image
+from skimage.filters import threshold_otsu
+
+from sarmae_cli.data.synthetic import as_mode
+from sarmae_cli.infer.models import SHIPPED
+from sarmae_cli.model.checkpoint import shipped_weights_dir
+from sarmae_cli.train.finetune import evaluate_weights
+from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
+
+DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+RADIOMETRIES = ("db", "power", "amplitude", "uint16")
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Water IoU of boolean maps over the valid pixels (truth -1 = ignore)."""
+    cm = confusion_matrix(pred.astype(np.int64), truth.astype(np.int64), 2, ignore_index=-1)
+    return float(segmentation_metrics(cm, ["land", "water"])["iou"]["water"])
+
+
+def otsu_water(x: np.ndarray) -> np.ndarray:
+    """Dark pixels below the image's Otsu threshold are water."""
+    valid = np.isfinite(x)
+    return valid & (x < threshold_otsu(x[valid]))
+
+
+def ombria(weights: Path) -> dict[str, float]:
+    root = DATA / "ombria_s1" / "test"
+    cm = np.zeros((2, 2), np.int64)
+    for img in sorted((root / "AFTER").glob("*.png")):
+        x = np.asarray(Image.open(img).convert("L"), np.float32)
+        mask = np.asarray(Image.open(root / "MASK" / img.name.replace("after", "mask")).convert("L")) > 127
+        cm += confusion_matrix(otsu_water(x).astype(np.int64), mask.astype(np.int64), 2)
+    otsu = segmentation_metrics(cm, ["land", "water"])["iou"]["water"]
+    metrics, _ = evaluate_weights(weights, root, torch.device("cpu"))
+    return {"model_water_iou": metrics["iou"]["water"], "model_miou": metrics["miou"], "otsu_water_iou": otsu}
+
+
+def segment(weights: Path, src: Path, dst: Path) -> np.ndarray:
+    """`sarmae segment` as a user runs it; returns the class map (255 = nodata)."""
+    cmd = ["sarmae", "segment", "-w", str(weights), "--bands", "1", str(src), "-o", str(dst), "-q"]
+    subprocess.run(cmd, check=True)
+    with rasterio.open(dst) as ds:
+        return ds.read(1)
+
+
+def sen1floods11(weights: Path, tmp: Path) -> dict[str, float]:
+    s1 = next((DATA / "sen1floods11" / "S1").glob("*.tif"))
+    label = next((DATA / "sen1floods11" / "Labels").glob("*.tif"))
+    with rasterio.open(s1) as ds:
+        vv_db, profile = ds.read(1), ds.profile
+    with rasterio.open(label) as ds:
+        truth = ds.read(1).astype(np.int64)
+    valid = np.isfinite(vv_db)
+    truth[~valid] = -1
+    out = {"otsu_db": iou(otsu_water(np.where(valid, vv_db, np.nan)), truth)}
+    power = np.where(valid, 10 ** (vv_db / 10), np.nan).astype(np.float32)
+    for mode in RADIOMETRIES:
+        data = as_mode(np.nan_to_num(power, nan=1e-10), mode)  # [H, W]
+        nodata = 0 if mode == "uint16" else -9999.0
+        data = np.where(valid, data, nodata).astype(data.dtype)
+        src = tmp / f"s1_{mode}.tif"
+        p = {**profile, "count": 1, "dtype": data.dtype.name, "nodata": nodata}
+        with rasterio.open(src, "w", **p) as ds:
+            ds.write(data, 1)
+            if mode == "db":
+                ds.update_tags(1, units="dB")
+        pred = segment(weights, src, tmp / f"water_{mode}.tif")
+        out[f"model_{mode}"] = iou((pred == 1) & valid, truth)
+    return out
+
+
+def s1_scene(weights: Path, tmp: Path) -> dict[str, float]:
+    src = next((DATA / "s1_scenes").glob("*.tif"))
+    pred = segment(weights, src, tmp / "s1_scene_water.tif")
+    valid = pred != 255
+    return {"water_fraction": float((pred[valid] == 1).mean()), "valid_pixels": int(valid.sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-w", "--weights", type=Path, default=shipped_weights_dir() / SHIPPED["water"])
+    ap.add_argument("--json", type=Path, help="Also write the results here.")
+    args = ap.parse_args()
+    if not (DATA / "ombria_s1").is_dir():
+        sys.exit(f"error: no data in {DATA}; set SARMAE_DATA")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with tempfile.TemporaryDirectory() as t:
+        res = {
+            "weights": str(args.weights),
+            "ombria_test": ombria(args.weights),
+            "sen1floods11": sen1floods11(args.weights, Path(t)),
+            "s1_scene": s1_scene(args.weights, Path(t)),
+        }
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
