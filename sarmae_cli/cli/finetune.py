@@ -145,6 +145,13 @@ def finetune(
         str | None,
         typer.Option("--scaling", help="Input scaling uint8|uint16|db|power|amplitude (default: detected)."),
     ] = None,
+    stretch: Annotated[
+        str | None,
+        typer.Option(
+            "--stretch",
+            help="fixed (default) or percentile: per-image 2-98 % stretch, robust to radiometry.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="Data-loading worker processes.")
@@ -194,6 +201,7 @@ def finetune(
             "ignore_value": ignore_value,
             "class_names": [c.strip() for c in class_names.split(",")] if class_names else None,
             "scaling": scaling,
+            "stretch": stretch,
         },
         "model": {
             "init": init,

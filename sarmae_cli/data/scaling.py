@@ -5,7 +5,8 @@ Pipeline for a [C, H, W] array:
 1. `to_db`: every calibrated mode goes to decibels (uint8 stays a display rendering);
 2. `to_unit`: dB are stretched to [0, 1] with a fixed range or per-scene percentiles
    (`stretch_range`, computed once per scene from a decimated read, never per tile);
-   uint8 is x / 255, as the SARMAE reference feeds it;
+   uint8 is x / 255, as the SARMAE reference feeds it (or, with the percentile stretch, its
+   own per-image percentiles: display renderings differ from image to image);
 3. `normalize`: (u - mean) / std per band from the weights' metadata.
 Invalid pixels (nodata, NaN/inf, power <= 0) become NaN in steps 1-2 and 0 after step 3;
 the caller keeps the validity mask.
@@ -95,9 +96,10 @@ def to_db(x: np.ndarray, mode: str) -> np.ndarray:
 
 def stretch_range(db_sample: np.ndarray, scaling: Scaling) -> np.ndarray:
     """Per-band (lo, hi) of the dB stretch, [C, 2]. `db_sample` is [C, N] (or [C, H, W]) of one
-    whole scene, decimated, NaN where invalid. Fixed stretch ignores the sample."""
+    whole scene, decimated, NaN where invalid. Fixed stretch ignores the sample; the
+    percentile stretch of uint8 renderings works on their 0-255 values."""
     c = db_sample.shape[0]
-    if scaling.mode == "uint8":
+    if scaling.mode == "uint8" and scaling.stretch == "fixed":
         return np.tile(np.array([0.0, 255.0], np.float32), (c, 1))
     if scaling.stretch == "fixed":
         return np.tile(np.array(scaling.db_range, np.float32), (c, 1))

@@ -73,6 +73,7 @@ class DataConfig:
     chip_size: int | None = None  # model input side; default: the encoder's img_size
     fit: str = "resize"  # chips of other sizes: "resize" or "center_crop"
     scaling: str | None = None  # input scaling mode; default: detected from the data
+    stretch: str = "fixed"  # "fixed" range, or per-image/scene "percentile" (radiometry-robust)
     balance: bool = False  # oversample classes to equal counts (imbalanced sets)
     class_names: list[str] | None = None  # segmentation class names (index = class id)
     pairing: str | None = None  # IMAGE_DIR:MASK_DIR[:IMAGE_TOKEN:MASK_TOKEN]
@@ -239,6 +240,7 @@ class Prepared:
 def _spec(cfg: FinetuneConfig, raws: list[np.ndarray], start: Start | None, size: int) -> L.InputSpec:
     """Scaling (given or detected) and normalisation (the init's, else the training data's)."""
     scaling = Scaling(mode=cfg.data.scaling) if cfg.data.scaling else L.detect_scaling(raws[0])
+    scaling = replace(scaling, stretch=cfg.data.stretch)
     if start is not None and start.meta is not None and start.meta.normalization.get("mean"):
         mean, std = start.meta.normalization["mean"], start.meta.normalization["std"]
     else:

@@ -70,3 +70,15 @@ def test_scene_scaling_keeps_weights_stretch_and_uint16_percentile():
         {"reason": "detected"},
     )
     assert scene_scaling(w, "uint16").stretch == "percentile"
+
+
+def test_percentile_stretch_of_uint8_renderings_removes_their_rendering():
+    """Two renderings of one scene (a darker, flatter one too) reach the same [0, 1] values."""
+    rng = np.random.default_rng(2)
+    a = rng.integers(40, 220, (1, 64, 64)).astype(np.uint8)
+    b = (a.astype(np.float32) * 0.5 + 20).astype(np.uint8)  # another display stretch
+    s = Scaling("uint8", stretch="percentile", percentiles=(2, 98))
+    ua, ub = (to_unit(to_db(x, "uint8"), stretch_range(to_db(x, "uint8"), s)) for x in (a, b))
+    assert float(np.abs(ua - ub).mean()) < 0.01
+    fixed = Scaling("uint8")
+    assert stretch_range(to_db(b, "uint8"), fixed).tolist() == [[0.0, 255.0]]

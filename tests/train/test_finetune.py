@@ -362,3 +362,11 @@ def test_radiometric_jitter_stays_in_unit_range_and_changes_contrast():
     assert float(out.std()) > 1.5 * float(x.std())  # contrast doubled (up to clipping)
     cfg = ft.AugmentConfig(gain=(1.0, 1.0), offset=(0.1, 0.1), gamma=(1.0, 1.0))
     assert torch.allclose(ft.radiometric_jitter(x, rng, cfg), x + 0.1, atol=1e-6)
+
+
+def test_stretch_option_reaches_the_input_spec():
+    raws = [np.full((1, 8, 8), 100, np.uint8), np.full((1, 8, 8), 30, np.uint8)]
+    cfg = ft.resolve_config("segmentation", {"data": {"stretch": "percentile"}})
+    spec = ft._spec(cfg, raws, None, 8)
+    assert (spec.scaling.mode, spec.scaling.stretch) == ("uint8", "percentile")
+    assert ft._spec(ft.resolve_config("segmentation"), raws, None, 8).scaling.stretch == "fixed"
