@@ -4,8 +4,8 @@
    evaluation of `sarmae finetune --eval-only`) and of a per-image Otsu threshold (dark =
    water), both accumulated over all test pixels.
 2. Sen1Floods11 chip (calibrated VV in dB, 512 x 512, EPSG:4326, hand labels): `sarmae
-   segment --bands 1` on the same VV band written as dB, linear power, amplitude and uint16
-   amplitude DN, to show the water head is robust to radiometry; IoU against `LabelHand`
+   segment --bands 1 --input-scale MODE` on the same VV band written as dB, linear power,
+   amplitude and uint16 amplitude DN, to show the water head is robust to radiometry; IoU against `LabelHand`
    (-1 and NaN pixels ignored), beside Otsu on the dB values.
 3. Sentinel-1 GRD clip (`s1_scenes`, dB, 20 m, no labels): the water fraction found.
 
@@ -65,9 +65,10 @@ def ombria(weights: Path) -> dict[str, float]:
     return {"model_water_iou": metrics["iou"]["water"], "model_miou": metrics["miou"], "otsu_water_iou": otsu}
 
 
-def segment(weights: Path, src: Path, dst: Path) -> np.ndarray:
+def segment(weights: Path, src: Path, dst: Path, scale: str = "auto") -> np.ndarray:
     """`sarmae segment` as a user runs it; returns the class map (255 = nodata)."""
     cmd = ["sarmae", "segment", "-w", str(weights), "--bands", "1", str(src), "-o", str(dst), "-q"]
+    cmd += ["--input-scale", scale]
     subprocess.run(cmd, check=True)
     with rasterio.open(dst) as ds:
         return ds.read(1)
@@ -94,7 +95,8 @@ def sen1floods11(weights: Path, tmp: Path) -> dict[str, float]:
             ds.write(data, 1)
             if mode == "db":
                 ds.update_tags(1, units="dB")
-        pred = segment(weights, src, tmp / f"water_{mode}.tif")
+        # amplitude floats below 1 look like power to auto-detection: say what the product is
+        pred = segment(weights, src, tmp / f"water_{mode}.tif", mode)
         out[f"model_{mode}"] = iou((pred == 1) & valid, truth)
     return out
 

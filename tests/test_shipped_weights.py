@@ -66,7 +66,7 @@ def test_water_head_on_calibrated_geotiffs(invoke, data_dir, tmp_path, mode):
     with rasterio.open(src, "w", **{**profile, "count": 1, "dtype": data.dtype.name, "nodata": nodata}) as ds:
         ds.write(data, 1)
     out = tmp_path / "water.tif"
-    r = invoke("segment", "--task", "water", src, "-o", out, "-q")
+    r = invoke("segment", "--task", "water", src, "-o", out, "--input-scale", mode, "-q")
     assert r.exit_code == 0, r.stderr
     with rasterio.open(out) as ds:
         pred = ds.read(1) == 1
@@ -74,3 +74,12 @@ def test_water_head_on_calibrated_geotiffs(invoke, data_dir, tmp_path, mode):
     water = truth == 1
     iou = (pred & water & valid).sum() / ((pred | water) & valid).sum()
     assert iou >= 0.5, f"water IoU {iou:.3f} on {mode}"
+
+
+def test_demo_with_the_shipped_weights(tmp_path):
+    """The README's main job on the real shipped weights: water found in the synthetic scene."""
+    from sarmae_cli.demo import run_demo
+
+    res = run_demo(tmp_path / "demo", size=512, seed=1, device="cpu")
+    assert res.water_iou is not None and res.water_iou >= 0.6, res.water_iou
+    assert (tmp_path / "demo" / "water.tif").is_file() and (tmp_path / "demo" / "water.png").is_file()

@@ -34,7 +34,6 @@ from sarmae_cli.model.checkpoint import (
     adapt_in_chans,
     load_state_strict,
     provenance,
-    read_meta,
     read_weights,
     shipped_weights_dir,
     sub_state,
@@ -154,15 +153,15 @@ def resolve_init(init: str) -> Path | None:
     if init == "random":
         return None
     if init == "default":
-        folder = shipped_weights_dir()
-        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-        encoders = [p for p in files if read_meta(p).task in ("encoder", "pretrain")]
-        if not encoders:
-            raise UsageError(
-                f"no shipped pretrained encoder in {folder}; pass --init WEIGHTS (e.g. official "
-                "weights imported with `sarmae weights import`) or --init random"
+        from sarmae_cli.infer.models import RESTORE_HINT, SHIPPED
+
+        path = shipped_weights_dir() / SHIPPED["encoder"]
+        if not path.is_file():
+            raise WeightsError(
+                f"the shipped encoder is missing: {path}; {RESTORE_HINT}, or pass --init WEIGHTS "
+                "or --init random"
             )
-        return encoders[0]
+        return path
     path = Path(init)
     if not path.is_file():
         raise UsageError(f"--init {init}: no such weights file (or use 'random' / 'default')")

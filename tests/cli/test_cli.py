@@ -32,6 +32,7 @@ def test_command_tree_is_complete():
         "weights list",
         "weights info",
         "weights import",
+        "weights convert",
     }
 
 

@@ -260,7 +260,7 @@ def test_cli_bad_inputs(mstar, tmp_path, invoke, monkeypatch):
     out = tmp_path / "x.safetensors"
     monkeypatch.setenv("SARMAE_WEIGHTS_DIR", str(tmp_path / "no_weights"))
     r = invoke("finetune", "--task", "classification", train, "-o", out)
-    _one_line(r, 2, "no shipped pretrained encoder", "--init random")
+    _one_line(r, 1, "shipped encoder is missing", "git checkout", "--init random")
     r = invoke(
         "finetune",
         "--task",
