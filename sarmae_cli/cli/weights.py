@@ -192,6 +192,12 @@ def convert(
         bool,
         typer.Option("--drop-mae-decoder", help="Keep only the encoder of pretraining weights."),
     ] = False,
+    tile: Annotated[
+        int | None, typer.Option("--tile", min=16, help="Default inference tile size stored in the weights.")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option("--overlap", min=0, help="Default tile overlap stored in the weights.")
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Copy weights as fp16 and/or without the MAE decoder (how the shipped files are made).
@@ -200,7 +206,13 @@ def convert(
     """
     argv = ["sarmae", "weights", "convert", str(src), "-o", str(output)]
     argv += ["--fp16"] * fp16 + ["--drop-mae-decoder"] * drop_mae_decoder
-    meta = checkpoint.convert_weights(src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv))
+    argv += (["--tile", str(tile)] if tile else []) + (
+        ["--overlap", str(overlap)] if overlap is not None else []
+    )
+    tiles = {k: v for k, v in {"size": tile, "overlap": overlap}.items() if v is not None}
+    meta = checkpoint.convert_weights(
+        src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv), tiles or None
+    )
     size = output.stat().st_size / 1e6
     typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}, {size:.1f} MB", err=True)
 

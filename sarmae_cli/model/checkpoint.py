@@ -179,12 +179,26 @@ def convert_weights(
     drop_mae_decoder: bool = False,
     overwrite: bool = False,
     command: str | None = None,
+    tile: dict[str, int] | None = None,
 ) -> WeightsMeta:
-    """Copy `src` to `dst` (checksum verified), optionally storing floats as fp16 and dropping
-    the MAE decoder of pretraining weights (what `embed` and fine-tuning need is the encoder).
-    The original provenance is kept under `provenance.converted_from`."""
+    """Copy `src` to `dst` (checksum verified), optionally storing floats as fp16, dropping
+    the MAE decoder of pretraining weights (what `embed` and fine-tuning need is the encoder)
+    and setting the default inference `tile` ({"size", "overlap"}). The original provenance
+    is kept under `provenance.converted_from`."""
     src, dst = Path(src), Path(dst)
     tensors, meta = read_weights(src)
+    if tile:
+        patch = meta.encoder_config.patch_size
+        size, overlap = (
+            int(tile.get("size", meta.tile["size"])),
+            int(tile.get("overlap", meta.tile["overlap"])),
+        )
+        if size % patch or not 0 <= overlap < size:
+            raise WeightsError(
+                f"tile {size} / overlap {overlap}: the size must be a multiple of the patch size "
+                f"({patch}) and the overlap smaller than the size"
+            )
+        meta.tile = {"size": size, "overlap": overlap}
     if drop_mae_decoder:
         if meta.decoder is None:
             raise WeightsError(f"{src} holds no MAE decoder (task {meta.task}); drop --drop-mae-decoder")

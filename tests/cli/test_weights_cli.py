@@ -168,3 +168,15 @@ def test_convert_fp16_and_drop_mae_decoder(invoke, tiny_official, tmp_path):
     assert r.exit_code == 1 and "no MAE decoder" in r.stderr and not (tmp_path / "x.safetensors").exists()
     r = invoke("weights", "convert", mae, "-o", small)
     assert r.exit_code == 2 and "--overwrite" in r.stderr
+
+
+def test_convert_sets_the_default_tile(invoke, tiny_official, tmp_path):
+    enc = tmp_path / "enc.safetensors"
+    assert invoke("weights", "import", tiny_official, "-o", enc).exit_code == 0
+    out = tmp_path / "t.safetensors"
+    r = invoke("weights", "convert", enc, "--tile", "256", "--overlap", "64", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert read_meta(out).tile == {"size": 256, "overlap": 64}
+    r = invoke("weights", "convert", enc, "--tile", "250", "-o", tmp_path / "bad.safetensors")
+    assert r.exit_code == 1 and "multiple of the patch size" in r.stderr
+    assert not (tmp_path / "bad.safetensors").exists()
