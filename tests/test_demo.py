@@ -10,8 +10,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from sarmae_cli.demo import SCENE_CRS, demo_outputs, run_demo, synthetic_scene
 from sarmae_cli.infer.models import SHIPPED
-from tests.infer.conftest import make_weights
-from tests.infer.test_shipped import flip_byte, make_shipped
+from tests.infer.conftest import flip_byte, make_shipped, make_weights
 
 
 @pytest.fixture(scope="module")

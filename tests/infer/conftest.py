@@ -8,6 +8,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from sarmae_cli.infer.models import SHIPPED
 from sarmae_cli.model.checkpoint import WeightsMeta
 from sarmae_cli.model.config import preset
 from sarmae_cli.model.encoder import SarViT
@@ -90,3 +91,23 @@ def weights_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def scene(tmp_path) -> Path:
     return write_scene(tmp_path / "scene.tif", db_scene())
+
+
+MSTAR_CLASSES = ["2S1", "BMP2", "BRDM2", "BTR60", "BTR70", "D7", "T62", "T72", "ZIL131", "ZSU234"]
+
+
+def make_shipped(folder: Path) -> Path:
+    """A shipped-weights folder of tiny 1-band models under the shipped file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    make_weights(folder / SHIPPED["encoder"], "encoder", in_chans=1)
+    make_weights(folder / SHIPPED["water"], "segmentation", in_chans=1, classes=["land", "water"])
+    make_weights(folder / SHIPPED["mstar"], "classification", in_chans=1, classes=MSTAR_CLASSES)
+    return folder
+
+
+def flip_byte(path: Path) -> None:
+    """Change one byte of tensor data (the file's last byte): the header stays readable, the
+    checksum no longer matches."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))

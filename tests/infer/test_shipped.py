@@ -9,18 +9,7 @@ import pytest
 
 from sarmae_cli.errors import WeightsError
 from sarmae_cli.infer.models import SHIPPED, Models, shipped_path
-from tests.infer.conftest import db_scene, make_weights, write_scene
-
-MSTAR_CLASSES = ["2S1", "BMP2", "BRDM2", "BTR60", "BTR70", "D7", "T62", "T72", "ZIL131", "ZSU234"]
-
-
-def make_shipped(folder: Path) -> Path:
-    """A shipped-weights folder of tiny 1-band models under the shipped file names."""
-    folder.mkdir(parents=True, exist_ok=True)
-    make_weights(folder / SHIPPED["encoder"], "encoder", in_chans=1)
-    make_weights(folder / SHIPPED["water"], "segmentation", in_chans=1, classes=["land", "water"])
-    make_weights(folder / SHIPPED["mstar"], "classification", in_chans=1, classes=MSTAR_CLASSES)
-    return folder
+from tests.infer.conftest import db_scene, flip_byte, make_shipped, write_scene
 
 
 @pytest.fixture(scope="session")
@@ -39,14 +28,6 @@ def shipped(good_shipped, tmp_path, monkeypatch) -> Path:
 def truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-def flip_byte(path: Path) -> None:
-    """Change one byte of tensor data (the file's last byte): the header stays readable, the
-    checksum no longer matches."""
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def run_default(invoke, command: str, tmp_path: Path):
