@@ -115,7 +115,6 @@ def main() -> None:
     args = ap.parse_args()
     if not (DATA / "ombria_s1").is_dir():
         sys.exit(f"error: no data in {DATA}; set SARMAE_DATA")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as t:
         res = {
             "weights": str(args.weights),
