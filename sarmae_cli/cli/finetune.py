@@ -107,6 +107,14 @@ def finetune(
     fit: Annotated[
         Fit | None, typer.Option("--fit", help="Chips of other sizes: resize or centre-crop.")
     ] = None,
+    crop: Annotated[
+        int | None,
+        typer.Option(
+            "--crop",
+            min=1,
+            help="Centre-crop N pixels first, then resize to --chip-size (zoom on centred targets).",
+        ),
+    ] = None,
     decoder: Annotated[Decoder | None, typer.Option("--decoder", help="Segmentation decoder.")] = None,
     linear_probe: Annotated[
         bool, typer.Option("--linear-probe", help="Freeze the encoder; train only the head.")
@@ -194,6 +202,7 @@ def finetune(
             "fraction": fraction,
             "chip_size": chip_size,
             "fit": fit.value if fit else None,
+            "crop": crop,
             "val_fraction": val_fraction,
             "balance": balance or None,
             "pairing": pairing,

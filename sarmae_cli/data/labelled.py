@@ -45,10 +45,13 @@ class InputSpec:
     std: list[float]
     chip_size: int
     fit: str = "resize"  # "resize" (bilinear) or "center_crop" (zero-pad if smaller)
+    crop: int | None = None  # centre-crop this many pixels first (then fit to chip_size)
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
             raise UsageError(f"unknown chip fit {self.fit!r}; use one of {', '.join(FITS)}")
+        if self.crop is not None and self.crop < 1:
+            raise UsageError(f"crop must be a positive pixel count, got {self.crop}")
 
     def prepare(self, raw: np.ndarray) -> np.ndarray:
         """Raw [C, H, W] -> normalised float32 [C, H, W] (NaN / invalid -> 0)."""
@@ -57,16 +60,28 @@ class InputSpec:
 
     def chip(self, raw: np.ndarray) -> torch.Tensor:
         """Raw [C, H, W] -> model input [C, S, S] (prepared, then fitted)."""
-        return fit_chip(torch.from_numpy(self.prepare(raw)), self.chip_size, self.fit)
+        return fit_chip(torch.from_numpy(self.prepare(raw)), self.chip_size, self.fit, self.crop)
 
     def preprocess_meta(self) -> dict[str, Any]:
         """The `training["preprocess"]` entry of the weights that inference must repeat."""
-        return {"chip_size": self.chip_size, "fit": self.fit}
+        crop = {"crop": self.crop} if self.crop is not None else {}
+        return {"chip_size": self.chip_size, "fit": self.fit, **crop}
 
 
-def fit_chip(x: torch.Tensor, size: int, fit: str = "resize") -> torch.Tensor:
+def preprocess_fit(training: dict[str, Any]) -> tuple[str, int | None]:
+    """(fit, crop) recorded in a weights file's `training["preprocess"]` (older files: resize)."""
+    pre = training.get("preprocess", {})
+    return pre.get("fit", "resize"), pre.get("crop")
+
+
+def fit_chip(x: torch.Tensor, size: int, fit: str = "resize", crop: int | None = None) -> torch.Tensor:
     """[C, H, W] -> [C, size, size]: bilinear resize (no antialiasing, as `sarmae classify`),
-    or centre crop with zero padding (the normalised mean) where the chip is smaller."""
+    or centre crop with zero padding (the normalised mean) where the chip is smaller.
+    With `crop`, the central `crop` x `crop` pixels are cut out first and resized to `size`
+    (zoom on a centred target, e.g. MSTAR: crop 64 -> 128 gives 8-px patches)."""
+    if crop is not None:
+        x = fit_chip(x, crop, "center_crop")  # [C, crop, crop]
+        fit = "resize"
     c, h, w = x.shape
     if (h, w) == (size, size):
         return x

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from sarmae_cli import __version__
-from sarmae_cli.data.labelled import fit_chip
+from sarmae_cli.data.labelled import fit_chip, preprocess_fit
 from sarmae_cli.data.raster import IMAGE_SUFFIXES, read_image
 from sarmae_cli.data.scaling import Scaling, prepare, stretch_range, to_db
 from sarmae_cli.data.synthetic import as_mode, speckled_scene
@@ -113,8 +113,8 @@ def prep_chip(raw: np.ndarray, meta: WeightsMeta, tile: int) -> np.ndarray:
     scaling = Scaling.from_dict(meta.input_scaling)
     ranges = stretch_range(to_db(raw, scaling.mode), scaling)
     x = prepare(raw, scaling, ranges, meta.normalization["mean"], meta.normalization["std"])
-    fit = meta.training.get("preprocess", {}).get("fit", "resize")  # as the weights were trained
-    return fit_chip(torch.from_numpy(x), tile, fit).numpy()  # [C, T, T]
+    fit, crop = preprocess_fit(meta.training)  # as the weights were trained
+    return fit_chip(torch.from_numpy(x), tile, fit, crop).numpy()  # [C, T, T]
 
 
 def holdout_set(path: Path, meta: WeightsMeta, tile: int, limit: int) -> tuple[np.ndarray, list]:

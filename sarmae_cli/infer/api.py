@@ -22,7 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine, array_bounds
 
 from sarmae_cli.data import raster
-from sarmae_cli.data.labelled import fit_chip
+from sarmae_cli.data.labelled import fit_chip, preprocess_fit
 from sarmae_cli.data.scaling import to_db, to_unit
 from sarmae_cli.errors import SarmaeError, UsageError
 from sarmae_cli.infer.engine import Progress, predict_dense, predict_tiles
@@ -318,8 +318,8 @@ def _chip_input(path: Path, models: Models, opts: Options, size: int) -> tuple[n
     centre-cropped as the weights were trained (`training.preprocess.fit`)."""
     scene = _open(path, models, opts)
     x, _ = scene.read(0, 0, scene.height, scene.width)  # [C, h, w]
-    fit = models.meta.training.get("preprocess", {}).get("fit", "resize")
-    return fit_chip(torch.from_numpy(x), size, fit).numpy(), scene
+    fit, crop = preprocess_fit(models.meta.training)
+    return fit_chip(torch.from_numpy(x), size, fit, crop).numpy(), scene
 
 
 def chips_forward(

@@ -71,6 +71,7 @@ class DataConfig:
     fraction: float | None = None  # a fraction of the training chips per class
     chip_size: int | None = None  # model input side; default: the encoder's img_size
     fit: str = "resize"  # chips of other sizes: "resize" or "center_crop"
+    crop: int | None = None  # centre-crop N pixels first, then resize to chip_size (zoom)
     scaling: str | None = None  # input scaling mode; default: detected from the data
     stretch: str = "fixed"  # "fixed" range, or per-image/scene "percentile" (radiometry-robust)
     balance: bool = False  # oversample classes to equal counts (imbalanced sets)
@@ -244,7 +245,7 @@ def _spec(cfg: FinetuneConfig, raws: list[np.ndarray], start: Start | None, size
         mean, std = start.meta.normalization["mean"], start.meta.normalization["std"]
     else:
         mean, std = L.band_stats(raws, scaling)
-    return L.InputSpec(scaling, list(mean), list(std), size, cfg.data.fit)
+    return L.InputSpec(scaling, list(mean), list(std), size, cfg.data.fit, cfg.data.crop)
 
 
 def _augmenter(cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, float]) -> SarAugment | None:
@@ -660,7 +661,7 @@ def evaluate_weights(
         meta.normalization["mean"],
         meta.normalization["std"],
         size,
-        pre.get("fit", "resize"),
+        *L.preprocess_fit(meta.training),
     )
     report = L.LoadReport()
     names = list(meta.class_names)

@@ -110,13 +110,18 @@ def test_classification_learns_and_saves_self_describing_weights(mstar, tmp_path
     assert m["confusion_matrix"] == run["confusion_matrix"]
 
 
-def test_saved_classifier_predicts_the_same_in_classify(mstar, tmp_path, invoke):
+@pytest.mark.parametrize("crop", [None, 48])
+def test_saved_classifier_predicts_the_same_in_classify(mstar, tmp_path, invoke, crop):
     train, val = mstar
     out = tmp_path / "m.safetensors"
-    ft.finetune(_cls_cfg(train, val, max_steps=3), out, seeds=[0])
+    cfg = _cls_cfg(train, val, max_steps=3)
+    cfg.data.crop = crop  # 158-px chips: centre 48 px zoomed to 32, or the whole chip resized
+    ft.finetune(cfg, out, seeds=[0])
     model, meta = load_model(out)
+    assert labelled.preprocess_fit(meta.training) == ("resize", crop)
     norm = meta.normalization
-    spec = labelled.InputSpec(labelled.Scaling.from_dict(meta.input_scaling), norm["mean"], norm["std"], 32)
+    scaling = labelled.Scaling.from_dict(meta.input_scaling)
+    spec = labelled.InputSpec(scaling, norm["mean"], norm["std"], 32, crop=crop)
     files = sorted(p for c in CLASSES for p in (val / c).iterdir())
     x = torch.stack([spec.chip(labelled.read_image(p)) for p in files])
     with torch.no_grad():

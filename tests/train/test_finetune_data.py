@@ -20,6 +20,7 @@ from sarmae_cli.data.labelled import (
     detect_coding,
     detect_scaling,
     fit_chip,
+    preprocess_fit,
     holdout_split,
     load_chips,
     load_pairs,
@@ -128,6 +129,21 @@ def test_fit_chip_resize_and_center_crop():
     assert torch.equal(padded[:, 2:8, 1:9], x) and padded.sum() == x.sum()
     with pytest.raises(UsageError, match="unknown chip fit"):
         InputSpec(Scaling(), [0.0], [1.0], 4, fit="stretch")
+
+
+def test_fit_chip_crop_zooms_on_the_centre():
+    x = torch.arange(2 * 6 * 8, dtype=torch.float32).reshape(2, 6, 8)
+    assert torch.equal(fit_chip(x, 2, crop=2), x[:, 2:4, 3:5])  # crop == size: the centre only
+    zoom = fit_chip(x, 8, "center_crop", crop=4)  # centre 4x4 resized to 8x8 (crop wins over fit)
+    assert zoom.shape == (2, 8, 8)
+    ref = torch.nn.functional.interpolate(x[None, :, 1:5, 2:6], size=(8, 8), mode="bilinear")[0]
+    assert torch.allclose(zoom, ref)
+    spec = InputSpec(Scaling(), [0.0], [1.0], 8, crop=4)
+    assert spec.preprocess_meta() == {"chip_size": 8, "fit": "resize", "crop": 4}
+    assert preprocess_fit({"preprocess": spec.preprocess_meta()}) == ("resize", 4)
+    assert preprocess_fit({}) == ("resize", None)  # weights written before --crop existed
+    with pytest.raises(UsageError, match="crop must be a positive"):
+        InputSpec(Scaling(), [0.0], [1.0], 4, crop=0)
 
 
 def test_mstar_chips_of_different_sizes_become_one_size(mstar):
