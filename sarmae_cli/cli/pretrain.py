@@ -22,7 +22,14 @@ def pretrain(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")],
     sources: Annotated[
         list[Path] | None,
-        typer.Argument(help="Folders of SAR chips, GeoTIFF scenes or CSV/TXT manifests."),
+        typer.Argument(help="Folders of SAR chips, GeoTIFF scenes, ZIP archives or CSV/TXT manifests."),
+    ] = None,
+    zip_member: Annotated[
+        str | None,
+        typer.Option(
+            "--zip-member",
+            help="Glob over paths inside ZIP sources, e.g. '*/Patch_Cal/*' (default: every image).",
+        ),
     ] = None,
     paired: Annotated[
         Path | None,
@@ -136,7 +143,7 @@ def pretrain(
             "img_size": img_size,
             "bands": _csv(bands),
         },
-        "data": {"scaling": input_scale, "paired_fraction": paired_fraction},
+        "data": {"scaling": input_scale, "paired_fraction": paired_fraction, "zip_members": zip_member},
         "sare": {"enabled": sare, "mode": sare_mode, "fraction": sare_fraction},
         "sarc": {
             "enabled": sarc,

@@ -24,9 +24,10 @@ class RasterError(SarmaeError):
 def open_raster(path: Path) -> rasterio.DatasetReader:
     """Open a raster for reading, with one-line errors for the usual failures."""
     path = Path(path)
-    if not path.exists():
+    virtual = str(path).startswith("/vsi")  # GDAL virtual file (e.g. a ZIP member): GDAL checks
+    if not virtual and not path.exists():
         raise RasterError(f"input not found: {path}")
-    if path.is_dir():
+    if not virtual and path.is_dir():
         raise RasterError(f"{path} is a folder, not a raster")
     try:
         with warnings.catch_warnings():

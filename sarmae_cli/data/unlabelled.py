@@ -5,7 +5,10 @@ Sources, mixed freely in one run:
 - GeoTIFF scenes of any size: every `.tif`/`.tiff` is read as random windows of
   `scene_window` pixels, never whole;
 - manifests: a `.txt` with one path per line, or a `.csv` with a `path` (or `sar`) column;
-  relative paths are relative to the manifest.
+  relative paths are relative to the manifest;
+- ZIP archives (given, or found in a folder): the image members whose path inside the archive
+  matches `zip_members` (a glob, e.g. `*/Patch_Cal/*` for OpenSARShip's calibrated chips) are
+  read in place through GDAL's `/vsizip/`, never extracted.
 Paired SAR-optical chips: a CSV with columns `sar`, `opt` (relative to the CSV, like
 `paired_s1s2/pairs.csv`) or a folder with `sar/` and `opt/` sub-folders matched by file stem.
 
@@ -25,7 +28,9 @@ feature cache, `opt_feat` [D, g, g] resampled to the SAR token grid.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import math
+import zipfile
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +64,7 @@ class DataConfig:
     mean: tuple[float, ...] = (0.5,)  # per band, after scaling to [0, 1]: (u - mean) / std
     std: tuple[float, ...] = (0.5,)
     scene_window: int = 224  # pixels read per sample from a scene (then cropped and resized)
+    zip_members: str = "*"  # glob over member paths of ZIP sources (e.g. "*/Patch_Cal/*")
     paired_fraction: float | None = 0.7  # share of paired samples per epoch; None: natural
     augment: Augment = field(default_factory=Augment)
 
@@ -144,26 +150,51 @@ def _read_manifest(path: Path) -> list[Path]:
     return [p if p.is_absolute() else base / p for p in map(Path, names)]
 
 
-def find_images(sources: list[Path]) -> list[Path]:
-    """Image files named by `sources` (folders searched recursively, manifests, files)."""
+def zip_images(path: Path, members: str = "*") -> list[Path]:
+    """The image members of a ZIP archive matching the glob `members`, as GDAL `/vsizip/` paths
+    (read in place). Raises SarmaeError for a broken archive or no matching image."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise SarmaeError(f"{path} is not a readable ZIP archive ({e}); re-download or unzip it") from e
+    found = sorted(
+        n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and fnmatch.fnmatch(n, members)
+    )
+    if not found:
+        raise SarmaeError(
+            f"no images (PNG, JPEG, TIFF) matching '{members}' inside {path}; "
+            "check --zip-member (a glob over paths inside the archive)"
+        )
+    return [Path(f"/vsizip/{{{Path(path).resolve()}}}/{n}") for n in found]
+
+
+def find_images(sources: list[Path], zip_members: str = "*") -> list[Path]:
+    """Image files named by `sources` (folders searched recursively, manifests, ZIP archives
+    whose members match `zip_members`, files)."""
     out: list[Path] = []
     for src in map(Path, sources):
         if not src.exists():
             raise UsageError(f"source not found: {src}")
         if src.is_dir():
-            found = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            files = sorted(p for p in src.rglob("*") if p.is_file())
+            found = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            for z in (p for p in files if p.suffix.lower() == ".zip"):
+                found += zip_images(z, zip_members)
             if not found:
-                raise SarmaeError(f"no images (PNG, JPEG, TIFF) found in {src}")
+                raise SarmaeError(f"no images (PNG, JPEG, TIFF or ZIPs of them) found in {src}")
             out += found
         elif src.suffix.lower() in (".csv", ".txt"):
             listed = _read_manifest(src)
             if not listed:
                 raise SarmaeError(f"manifest {src} lists no images")
             out += listed
+        elif src.suffix.lower() == ".zip":
+            out += zip_images(src, zip_members)
         elif src.suffix.lower() in IMAGE_SUFFIXES:
             out.append(src)
         else:
-            raise UsageError(f"{src} is not a folder, an image or a .csv/.txt manifest")
+            raise UsageError(f"{src} is not a folder, an image, a ZIP archive or a .csv/.txt manifest")
     return out
 
 

@@ -328,7 +328,7 @@ def resolve_data(cfg: PretrainConfig) -> tuple[list[ImageRecord], list[ImageReco
     """Find and probe every file (rank 0 only under torchrun; the others receive the result)."""
     if not cfg.sources and not cfg.paired:
         raise UsageError("give at least one SOURCE (folder, image or manifest) or --paired")
-    images = find_images([Path(s) for s in cfg.sources])
+    images = find_images([Path(s) for s in cfg.sources], cfg.data.zip_members)
     pairs = read_pairs(Path(cfg.paired)) if cfg.paired else []
     return scan(images, pairs, cfg.data)
 

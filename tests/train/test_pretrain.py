@@ -258,6 +258,51 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path, data_dir):
     assert "2 unreadable file(s) skipped" in report.summary()
 
 
+def _geotiff(path, data):
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=str(data.dtype), crs="EPSG:32631", transform=from_origin(0, 0, 10, 10))  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
+def test_zip_archives_are_read_in_place_by_member_glob(tmp_path):
+    """Chips inside a ZIP (OpenSARShip's layout) are read through /vsizip/, filtered by glob."""
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        _geotiff(tmp_path / f"{name}.tif", rng.gamma(1.0, 0.05, (2, 40, 30)).astype(np.float32))
+    arch = tmp_path / "scene.zip"
+    with zipfile.ZipFile(arch, "w") as z:
+        z.write(tmp_path / "a.tif", "S1A_x/Patch_Cal/Cargo_1.tif")
+        z.write(tmp_path / "b.tif", "S1A_x/Patch/Cargo_1.tif")
+        z.writestr("S1A_x/Ship.xml", "<ships/>")
+    every = find_images([arch])
+    assert [p.name for p in every] == ["Cargo_1.tif", "Cargo_1.tif"] and str(every[0]).startswith("/vsizip/")
+    (cal,) = find_images([arch], "*/Patch_Cal/*")
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    (folder / "scene.zip").write_bytes(arch.read_bytes())
+    assert len(find_images([folder], "*Patch_Cal*")) == 1  # ZIPs inside folders count too
+    unpaired, _, report = scan([cal], [], DataConfig())
+    assert report.used == 1 and unpaired[0].mode == "power" and (unpaired[0].height, unpaired[0].width) == (40, 30)
+    item = PretrainData(unpaired, [], DataConfig(), 32, 1)[0]
+    assert item["image"].shape == (1, 32, 32) and item["image"].std() > 0
+    with pytest.raises(SarmaeError, match="no images .* matching '\\*/Patch_Uint8/\\*' inside"):
+        find_images([arch], "*/Patch_Uint8/*")
+    (tmp_path / "bad.zip").write_bytes(b"PK not really")
+    with pytest.raises(SarmaeError, match="is not a readable ZIP archive"):
+        find_images([tmp_path / "bad.zip"])
+
+
+def test_opensarship_archives_give_calibrated_chips(data_dir):
+    zips = sorted((data_dir / "opensarship").glob("*.zip"))
+    images = find_images(zips[:2], "*Patch_Cal/*")
+    assert len(images) > 20 and all("/Patch_Cal/" in str(p) for p in images)
+    unpaired, _, report = scan(images[:8], [], DataConfig())
+    assert report.used == 8 and report.modes == {"power": 8}  # linear sigma0
+
+
 def test_big_geotiff_is_read_by_windows(tmp_path, monkeypatch):
     """A 4000 x 3000 scene: probing and sampling read windows, never the whole raster."""
     path = tmp_path / "big.tif"
@@ -362,7 +407,7 @@ def test_cli_bad_inputs(invoke, tmp_path, data_dir):
     empty = tmp_path / "empty"
     empty.mkdir()
     r = invoke("pretrain", empty, "--max-steps", "1", "-o", tmp_path / "r1")
-    assert r.exit_code == 1 and r.stderr == f"Error: no images (PNG, JPEG, TIFF) found in {empty}\n"
+    assert r.exit_code == 1 and r.stderr == f"Error: no images (PNG, JPEG, TIFF or ZIPs of them) found in {empty}\n"
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.png").write_bytes(b"nope")
@@ -385,6 +430,14 @@ def test_cli_bad_inputs(invoke, tmp_path, data_dir):
     assert r.exit_code == 1 and "not a sarmae weights file" in r.stderr
     r = invoke("pretrain", chips, "--max-steps", "1", "--resume", "-o", tmp_path / "r8")
     assert r.exit_code == 2 and "no checkpoint.pt" in r.stderr
+    arch = tmp_path / "ships.zip"
+    import zipfile
+
+    with zipfile.ZipFile(arch, "w") as z:
+        z.writestr("Patch/a.tif", b"")
+    r = invoke("pretrain", arch, "--zip-member", "*/Patch_Cal/*", "--max-steps", "1", "-o", tmp_path / "r10")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "matching '*/Patch_Cal/*' inside" in r.stderr
+    assert "--zip-member" in r.stderr and not (tmp_path / "r10").exists()
     conf = tmp_path / "c.toml"
     conf.write_text("[loop]\nlrr = 1\n")
     r = invoke("pretrain", chips, "--config", conf, "-o", tmp_path / "r9")
