@@ -143,15 +143,25 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+def config_diff(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    ignore: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
+) -> list[str]:
     """Dotted keys whose values differ between two resolved configs, as 'key: old -> new'.
 
     Keys equal to, or starting with, an entry of `ignore` (e.g. 'loop.num_workers') are skipped.
+    A key missing from `old` (a setting added to sarmae after `old` was saved) whose new value
+    is its value in `defaults` is no difference: the old run behaved that way.
     """
     a, b = flatten(old), flatten(new)
+    d = flatten(defaults or {})
     out = []
     for key in sorted(set(a) | set(b)):
         if any(key == i or key.startswith(i + ".") for i in ignore):
+            continue
+        if key not in a and key in d and b.get(key) == d[key]:
             continue
         if a.get(key) != b.get(key):
             out.append(f"{key}: {a.get(key, '<absent>')} -> {b.get(key, '<absent>')}")

@@ -406,11 +406,14 @@ def train(
     run_dir: Path,
     resume: bool = False,
     full_config: dict[str, Any] | None = None,
+    config_defaults: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `task.model` on `dataset` as `cfg` says, writing to `run_dir` (see module doc).
 
     `full_config` is the job's resolved config (JSON-able); with `cfg` under `loop` it is saved
     in every checkpoint, and `resume=True` refuses a checkpoint whose config differs.
+    `config_defaults` (the job config's defaults) lets checkpoints saved before a setting
+    existed resume when that setting keeps its default.
     """
     env = distributed.setup(cfg.device)
     device = env.device
@@ -422,7 +425,8 @@ def train(
     state: dict[str, Any] | None = None
     if resume:
         state = load_checkpoint(ckpt_path)
-        diff = config_diff(state.get("config", {}), config, ignore=RESUME_MAY_CHANGE)
+        defaults = {**to_dict(config_defaults or {}), "loop": to_dict(type(cfg)())}
+        diff = config_diff(state.get("config", {}), config, RESUME_MAY_CHANGE, defaults)
         if diff:
             raise UsageError(
                 f"cannot resume {run_dir}: its checkpoint was made with another config "

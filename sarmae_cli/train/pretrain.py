@@ -419,7 +419,7 @@ def run_pretrain(
                 indent=1,
             )
         )
-    result = train(task, data, cfg.loop, run_dir, resume=resume, full_config=full)
+    result = train(task, data, cfg.loop, run_dir, resume, full, to_dict(PretrainConfig()))
     weights = None
     if env.is_main:
         write_preview(mae, task.preview, cfg.data, run_dir / "previews" / "final.png")

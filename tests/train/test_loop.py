@@ -197,6 +197,14 @@ def test_resume_with_another_config_is_refused_naming_the_keys(tmp_path):
     # settings that do not change results may differ
     train(ToyTask(), NoisyLinearData(), cfg(max_steps=5, log_every=2), tmp_path / "run", resume=True,
           full_config={"model": "tiny"})  # fmt: skip
+    # a setting newer than the checkpoint resumes at its default, and only there
+    newer = {"model": "tiny", "zip_members": "*/Patch/*"}
+    with pytest.raises(UsageError, match=r"zip_members: <absent> -> \"\*/Patch/\*\""):
+        train(ToyTask(), NoisyLinearData(), cfg(max_steps=5), tmp_path / "run", resume=True,
+              full_config=newer, config_defaults={"zip_members": "*"})  # fmt: skip
+    res = train(ToyTask(), NoisyLinearData(), cfg(max_steps=5), tmp_path / "run", resume=True,
+                full_config={**newer, "zip_members": "*"}, config_defaults={"zip_members": "*"})  # fmt: skip
+    assert res.step == 5
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
@@ -237,6 +245,13 @@ def test_config_files_overrides_and_diff(tmp_path):
     d = to_dict(loop)
     assert config_diff(d, d) == []
     assert config_diff(d, {**d, "seed": 1}) == ["seed: 0 -> 1"]
+    # a setting added after the checkpoint was saved: fine at its default, a difference otherwise
+    newer = {**d, "zip_members": "*"}
+    assert config_diff(d, newer, defaults={"zip_members": "*"}) == []
+    assert config_diff(d, {**d, "zip_members": "*/Patch/*"}, defaults={"zip_members": "*"}) == [
+        'zip_members: <absent> -> "*/Patch/*"'
+    ]
+    assert config_diff(d, newer) == ['zip_members: <absent> -> "*"']
 
 
 def test_data_randomness_does_not_depend_on_worker_count(tmp_path):
