@@ -217,6 +217,27 @@ def convert(
     typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}, {size:.1f} MB", err=True)
 
 
+@app.command("snapshot")
+def snapshot(
+    run: Annotated[Path, typer.Argument(help="A `sarmae pretrain` run folder (with checkpoint.pt).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors.")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Weights from a pretraining run's latest checkpoint, while it runs or after it stopped early.
+
+    $ sarmae weights snapshot runs/pt_long -o pt_long_step2000.safetensors
+    """
+    from sarmae_cli.train.pretrain import export_snapshot
+
+    if not output.name.endswith(".safetensors"):
+        raise UsageError(f"--output {output} must end in .safetensors")
+    command = shlex.join(["sarmae", "weights", "snapshot", str(run), "-o", str(output)])
+    meta = export_snapshot(run, output, command, overwrite)
+    step = meta.provenance.get("snapshot_step")
+    size = output.stat().st_size / 1e6
+    typer.echo(f"wrote {output}: {meta.task} at step {step}, {_arch(meta.encoder)}, {size:.1f} MB", err=True)
+
+
 @app.command("import")
 def import_(
     src: Annotated[Path, typer.Argument(help="Official SARMAE checkpoint (pickled .pth).")],

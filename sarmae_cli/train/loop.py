@@ -78,6 +78,8 @@ CHECKPOINT = "checkpoint.pt"
 LOG = "log.csv"
 EPOCH_LOG = "epochs.csv"
 #: Loop settings that may change between a run and its resumption (they do not change results).
+#: log.csv columns that are not the task's metrics (TrainResult.metrics leaves them out).
+NOT_METRICS = ("step", "epoch", "lr", "samples_per_s")
 RESUME_MAY_CHANGE = ("loop.num_workers", "loop.log_every", "loop.progress", "loop.device", "loop.ckpt_every")
 #: Parameter names that get no weight decay (besides every 1-d tensor: biases, norm weights).
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "dist_token", "reg_token")
@@ -497,8 +499,7 @@ def train(
     samples_per_step = cfg.batch_size * cfg.accum_steps * env.world_size
     last_metrics: dict[str, float] = {}
     if log is not None and log.rows:  # a resumed run reports its last row until it logs again
-        skip = ("step", "epoch", "lr", "samples_per_s")
-        last_metrics = {k: float(v) for k, v in log.rows[-1].items() if k not in skip and v != ""}
+        last_metrics = {k: float(v) for k, v in log.rows[-1].items() if k not in NOT_METRICS and v != ""}
     sums: dict[str, float] = {}
     n_sum = 0
     t_last = time.perf_counter()

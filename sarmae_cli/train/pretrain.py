@@ -14,8 +14,10 @@ weights format with bands, input scaling, normalisation, the config and provenan
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -290,8 +292,9 @@ def export_weights(
     report: DataReport,
     result: TrainResult,
     init: dict[str, Any],
-    teacher: Teacher | None,
+    teacher: dict[str, Any] | None,
     command: str | None,
+    overwrite: bool = True,
 ) -> WeightsMeta:
     """RUN_DIR/encoder.safetensors: the encoder (+ MAE decoder) with everything needed to use it."""
     c = len(cfg.model.bands)
@@ -313,12 +316,45 @@ def export_weights(
             data_sources=list(cfg.sources) + ([cfg.paired] if cfg.paired else []),
             images_used=report.used,
             images_skipped=len(report.skipped),
-            teacher=teacher.describe() if teacher else None,
+            teacher=teacher,
             **init,
         ),
     )
     model: nn.Module = mae if cfg.model.keep_decoder else EncoderModel(mae.encoder)
-    return save_model(path, model, meta, overwrite=True)
+    return save_model(path, model, meta, overwrite=overwrite)
+
+
+def export_snapshot(run_dir: Path, output: Path, command: str | None = None, overwrite: bool = False) -> WeightsMeta:
+    """The model of a pretraining run's latest checkpoint (while the run goes on, or after it
+    stopped early) as a weights file like the final `encoder.safetensors`, marked as a snapshot."""
+    from sarmae_cli.train.config import from_dict
+    from sarmae_cli.train.loop import CHECKPOINT, LOG, NOT_METRICS, load_checkpoint
+
+    run_dir = Path(run_dir)
+    ckpt, report_path = run_dir / CHECKPOINT, run_dir / "data_report.json"
+    if not ckpt.is_file() or not report_path.is_file():
+        raise UsageError(f"{run_dir} is not a `sarmae pretrain` run folder (no {CHECKPOINT} / data_report.json)")
+    state = load_checkpoint(ckpt)
+    cfg = from_dict(PretrainConfig, state.get("config", {}), where="checkpoint config")
+    mae, init = build_mae(cfg)  # the architecture (an --init file must still be there)
+    model_state = state.get("model", {})
+    load_state_strict(mae, sub_state(model_state, "mae."), where=str(ckpt))
+    saved = json.loads(report_path.read_text())
+    report = DataReport(saved["used"], [tuple(x) for x in saved["skipped"]], Counter(saved["modes"]), saved["rules"])
+    metrics = {k: v for k, v in _log_row(run_dir / LOG, state["step"]).items() if k not in NOT_METRICS}
+    result = TrainResult(state["step"], state["epoch"], metrics, ckpt)
+    teacher = {"name": cfg.sarc.teacher, "arch": cfg.sarc.arch} if cfg.sarc.enabled and cfg.paired else None
+    init = {**init, "snapshot_of": str(run_dir), "snapshot_step": state["step"]}
+    return export_weights(output, mae, cfg, report, result, init, teacher, command, overwrite)
+
+
+def _log_row(path: Path, step: int) -> dict[str, float]:
+    """The last row of a run's log.csv at or before `step` (its metrics), or {}."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= step]
+    return {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
 
 
 # ---------------------------------------------------------------- the job
@@ -424,7 +460,7 @@ def run_pretrain(
     if env.is_main:
         write_preview(mae, task.preview, cfg.data, run_dir / "previews" / "final.png")
         weights = run_dir / WEIGHTS
-        export_weights(weights, mae, cfg, report, result, init, teacher, command)
+        export_weights(weights, mae, cfg, report, result, init, teacher and teacher.describe(), command)
         if report.skipped:  # shown even with --quiet
             n, where = len(report.skipped), run_dir / "data_report.json"
             print(f"Warning: {n} unreadable file(s) were skipped (see {where})", file=sys.stderr)

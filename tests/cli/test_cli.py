@@ -33,6 +33,7 @@ def test_command_tree_is_complete():
         "weights info",
         "weights import",
         "weights convert",
+        "weights snapshot",
     }
 
 

@@ -330,7 +330,7 @@ def test_big_geotiff_is_read_by_windows(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- training runs
 
 
-def test_tiny_run_on_real_chips_decreases_loss_and_exports_weights(tmp_path, data_dir):
+def test_tiny_run_on_real_chips_decreases_loss_and_exports_weights(tmp_path, data_dir, invoke):
     cfg = config(tmp_path, data_dir, loop={"max_steps": 30, "seed": 0})
     res = run_pretrain(cfg, tmp_path / "run", teacher=ToyTeacher(), command="sarmae pretrain test")
     rows = log_rows(tmp_path / "run")
@@ -348,6 +348,23 @@ def test_tiny_run_on_real_chips_decreases_loss_and_exports_weights(tmp_path, dat
     assert (tmp_path / "run" / "previews" / "final.png").is_file()
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report["used"] == 48 and report["paired_per_epoch"] > 0
+
+    # `weights snapshot` of the run's last checkpoint gives the same model and metadata
+    snap = tmp_path / "snap.safetensors"
+    r = invoke("weights", "snapshot", tmp_path / "run", "-o", snap)
+    assert r.exit_code == 0, r.stderr
+    assert "pretrain at step 30" in r.stderr
+    final, snapped = load_file(res.weights), load_file(snap)
+    assert final.keys() == snapped.keys() and all(torch.equal(final[k], snapped[k]) for k in final)
+    smeta = read_meta(snap)
+    assert smeta.provenance["snapshot_step"] == 30 and smeta.training["steps"] == 30
+    assert smeta.encoder == meta.encoder and smeta.input_scaling == meta.input_scaling
+    assert smeta.metrics == meta.metrics
+    r = invoke("weights", "snapshot", tmp_path / "run", "-o", snap)
+    assert r.exit_code != 0 and r.stderr.count("\n") == 1 and "--overwrite" in r.stderr
+    r = invoke("weights", "snapshot", tmp_path, "-o", tmp_path / "x.safetensors")
+    assert r.exit_code == 2 and "is not a `sarmae pretrain` run folder" in r.stderr
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, data_dir, monkeypatch):
