@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sarmae_cli.cli.options import Overwrite
-from sarmae_cli.errors import WeightsError
+from sarmae_cli.errors import UsageError, WeightsError
 from sarmae_cli.infer.models import RESTORE_HINT, SHIPPED
 from sarmae_cli.model import checkpoint
 from sarmae_cli.model.config import ViTConfig, preset_name

@@ -30,8 +30,8 @@ from __future__ import annotations
 import csv
 import fnmatch
 import math
-import zipfile
 import warnings
+import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field

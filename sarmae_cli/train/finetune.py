@@ -555,7 +555,13 @@ def finetune(
         resume_seed = resume and (seed_dir / CHECKPOINT).is_file()  # later seeds may not have started
         task = FinetuneTask(model, seed_cfg)
         result = train(
-            task, prepared.train, seed_cfg.loop, seed_dir, resume_seed, to_dict(seed_cfg), to_dict(FinetuneConfig())
+            task,
+            prepared.train,
+            seed_cfg.loop,
+            seed_dir,
+            resume_seed,
+            to_dict(seed_cfg),
+            to_dict(FinetuneConfig()),
         )
         if not env.is_main:
             continue

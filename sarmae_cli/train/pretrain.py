@@ -324,7 +324,9 @@ def export_weights(
     return save_model(path, model, meta, overwrite=overwrite)
 
 
-def export_snapshot(run_dir: Path, output: Path, command: str | None = None, overwrite: bool = False) -> WeightsMeta:
+def export_snapshot(
+    run_dir: Path, output: Path, command: str | None = None, overwrite: bool = False
+) -> WeightsMeta:
     """The model of a pretraining run's latest checkpoint (while the run goes on, or after it
     stopped early) as a weights file like the final `encoder.safetensors`, marked as a snapshot."""
     from sarmae_cli.train.config import from_dict
@@ -333,14 +335,18 @@ def export_snapshot(run_dir: Path, output: Path, command: str | None = None, ove
     run_dir = Path(run_dir)
     ckpt, report_path = run_dir / CHECKPOINT, run_dir / "data_report.json"
     if not ckpt.is_file() or not report_path.is_file():
-        raise UsageError(f"{run_dir} is not a `sarmae pretrain` run folder (no {CHECKPOINT} / data_report.json)")
+        raise UsageError(
+            f"{run_dir} is not a `sarmae pretrain` run folder (no {CHECKPOINT} / data_report.json)"
+        )
     state = load_checkpoint(ckpt)
     cfg = from_dict(PretrainConfig, state.get("config", {}), where="checkpoint config")
     mae, init = build_mae(cfg)  # the architecture (an --init file must still be there)
     model_state = state.get("model", {})
     load_state_strict(mae, sub_state(model_state, "mae."), where=str(ckpt))
     saved = json.loads(report_path.read_text())
-    report = DataReport(saved["used"], [tuple(x) for x in saved["skipped"]], Counter(saved["modes"]), saved["rules"])
+    report = DataReport(
+        saved["used"], [tuple(x) for x in saved["skipped"]], Counter(saved["modes"]), saved["rules"]
+    )
     metrics = {k: v for k, v in _log_row(run_dir / LOG, state["step"]).items() if k not in NOT_METRICS}
     result = TrainResult(state["step"], state["epoch"], metrics, ckpt)
     teacher = {"name": cfg.sarc.teacher, "arch": cfg.sarc.arch} if cfg.sarc.enabled and cfg.paired else None

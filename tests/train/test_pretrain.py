@@ -285,7 +285,11 @@ def test_zip_archives_are_read_in_place_by_member_glob(tmp_path):
     (folder / "scene.zip").write_bytes(arch.read_bytes())
     assert len(find_images([folder], "*Patch_Cal*")) == 1  # ZIPs inside folders count too
     unpaired, _, report = scan([cal], [], DataConfig())
-    assert report.used == 1 and unpaired[0].mode == "power" and (unpaired[0].height, unpaired[0].width) == (40, 30)
+    assert (
+        report.used == 1
+        and unpaired[0].mode == "power"
+        and (unpaired[0].height, unpaired[0].width) == (40, 30)
+    )
     item = PretrainData(unpaired, [], DataConfig(), 32, 1)[0]
     assert item["image"].shape == (1, 32, 32) and item["image"].std() > 0
     with pytest.raises(SarmaeError, match="no images .* matching '\\*/Patch_Uint8/\\*' inside"):
@@ -362,6 +366,8 @@ def test_tiny_run_on_real_chips_decreases_loss_and_exports_weights(tmp_path, dat
     assert smeta.metrics == meta.metrics
     r = invoke("weights", "snapshot", tmp_path / "run", "-o", snap)
     assert r.exit_code != 0 and r.stderr.count("\n") == 1 and "--overwrite" in r.stderr
+    r = invoke("weights", "snapshot", tmp_path / "run", "-o", tmp_path / "x.pt")
+    assert r.exit_code == 2 and "must end in .safetensors" in r.stderr and not (tmp_path / "x.pt").exists()
     r = invoke("weights", "snapshot", tmp_path, "-o", tmp_path / "x.safetensors")
     assert r.exit_code == 2 and "is not a `sarmae pretrain` run folder" in r.stderr
     assert not (tmp_path / "x.safetensors").exists()
@@ -424,7 +430,10 @@ def test_cli_bad_inputs(invoke, tmp_path, data_dir):
     empty = tmp_path / "empty"
     empty.mkdir()
     r = invoke("pretrain", empty, "--max-steps", "1", "-o", tmp_path / "r1")
-    assert r.exit_code == 1 and r.stderr == f"Error: no images (PNG, JPEG, TIFF or ZIPs of them) found in {empty}\n"
+    assert (
+        r.exit_code == 1
+        and r.stderr == f"Error: no images (PNG, JPEG, TIFF or ZIPs of them) found in {empty}\n"
+    )
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.png").write_bytes(b"nope")
