@@ -155,7 +155,11 @@ def test_interrupted_run_leaves_no_destination(weights_dir, tmp_path, sig):
     out = tmp_path / "w.tif"
     cmd = [sys.executable, "-m", "sarmae_cli", "segment", str(src), "-o", str(out), "-q", "--tile", "32"]
     cmd += ["-w", str(weights_dir / "seg.safetensors"), "--overlap", "16", "--batch-size", "2"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    # A job started in the background (`cmd &`, as CI may run us) inherits SIGINT as ignored,
+    # and Python then installs no Ctrl-C handler: give the child the default, as a terminal does.
+    reset = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if sig == signal.SIGINT else None
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, preexec_fn=reset)
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.startswith(".w.tif.") for p in tmp_path.iterdir()):
         assert proc.poll() is None, proc.stderr.read().decode()
