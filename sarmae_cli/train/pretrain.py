@@ -60,6 +60,9 @@ from sarmae_cli.train.loop import LoopConfig, SeededDataset, TrainResult, TrainT
 WEIGHTS = "encoder.safetensors"
 
 
+DATA_REPORT = "data_report.json"  # what the data scan found, beside the checkpoints
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str = "tiny"
@@ -330,14 +333,12 @@ def export_snapshot(
     """The model of a pretraining run's latest checkpoint (while the run goes on, or after it
     stopped early) as a weights file like the final `encoder.safetensors`, marked as a snapshot."""
     from sarmae_cli.train.config import from_dict
-    from sarmae_cli.train.loop import CHECKPOINT, LOG, NOT_METRICS, load_checkpoint
+    from sarmae_cli.train.loop import CHECKPOINT, LOG, load_checkpoint
 
     run_dir = Path(run_dir)
-    ckpt, report_path = run_dir / CHECKPOINT, run_dir / "data_report.json"
+    ckpt, report_path = run_dir / CHECKPOINT, run_dir / DATA_REPORT
     if not ckpt.is_file() or not report_path.is_file():
-        raise UsageError(
-            f"{run_dir} is not a `sarmae pretrain` run folder (no {CHECKPOINT} / data_report.json)"
-        )
+        raise UsageError(f"{run_dir} is not a `sarmae pretrain` run folder (no {CHECKPOINT} / {DATA_REPORT})")
     state = load_checkpoint(ckpt)
     cfg = from_dict(PretrainConfig, state.get("config", {}), where="checkpoint config")
     mae, init = build_mae(cfg)  # the architecture (an --init file must still be there)
@@ -347,20 +348,23 @@ def export_snapshot(
     report = DataReport(
         saved["used"], [tuple(x) for x in saved["skipped"]], Counter(saved["modes"]), saved["rules"]
     )
-    metrics = {k: v for k, v in _log_row(run_dir / LOG, state["step"]).items() if k not in NOT_METRICS}
+    metrics = _logged_metrics(run_dir / LOG, state["step"])
     result = TrainResult(state["step"], state["epoch"], metrics, ckpt)
     teacher = {"name": cfg.sarc.teacher, "arch": cfg.sarc.arch} if cfg.sarc.enabled and cfg.paired else None
     init = {**init, "snapshot_of": str(run_dir), "snapshot_step": state["step"]}
     return export_weights(output, mae, cfg, report, result, init, teacher, command, overwrite)
 
 
-def _log_row(path: Path, step: int) -> dict[str, float]:
-    """The last row of a run's log.csv at or before `step` (its metrics), or {}."""
+def _logged_metrics(path: Path, step: int) -> dict[str, float]:
+    """The metrics of the last log.csv row at or before `step` (as `TrainResult.metrics`), or {}."""
+    from sarmae_cli.train.loop import NOT_METRICS
+
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= step]
-    return {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
+    last = rows[-1] if rows else {}
+    return {k: float(v) for k, v in last.items() if k not in NOT_METRICS and v != ""}
 
 
 # ---------------------------------------------------------------- the job
@@ -447,7 +451,7 @@ def run_pretrain(
     full = {k: v for k, v in to_dict(cfg).items() if k != "loop"}
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "data_report.json").write_text(
+        (run_dir / DATA_REPORT).write_text(
             json.dumps(
                 {
                     "summary": report.summary(),
@@ -468,6 +472,6 @@ def run_pretrain(
         weights = run_dir / WEIGHTS
         export_weights(weights, mae, cfg, report, result, init, teacher and teacher.describe(), command)
         if report.skipped:  # shown even with --quiet
-            n, where = len(report.skipped), run_dir / "data_report.json"
+            n, where = len(report.skipped), run_dir / DATA_REPORT
             print(f"Warning: {n} unreadable file(s) were skipped (see {where})", file=sys.stderr)
     return PretrainResult(result, weights, report)
