@@ -14,6 +14,7 @@ the caller keeps the validity mask.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,6 +61,12 @@ class Scaling:
         return cls(**kw)
 
 
+# Words (split on anything not a letter or digit) that name a linear radiometry; SNAP writes
+# bands as Amplitude_VV, Intensity_VV, Sigma0_VV (linear) and Sigma0_VV_db.
+AMPLITUDE_WORDS = {"amplitude", "amp"}
+POWER_WORDS = {"intensity", "power", "sigma0", "gamma0", "beta0"}
+
+
 def detect_mode(dtype: np.dtype | str, sample: np.ndarray, hints: str = "") -> tuple[str, str]:
     """Guess the scaling of a raster from its dtype, a sample of valid values and text hints
     (file name, band descriptions, tags). Returns (mode, the rule that decided)."""
@@ -74,6 +81,11 @@ def detect_mode(dtype: np.dtype | str, sample: np.ndarray, hints: str = "") -> t
     v = sample[np.isfinite(sample)]
     if "db" in h.replace("dbz", "") or "decibel" in h:
         return "db", "metadata or file name says dB"
+    words = set(re.split(r"[^a-z0-9]+", h))
+    if words & AMPLITUDE_WORDS:
+        return "amplitude", "metadata or file name says amplitude"
+    if words & POWER_WORDS:
+        return "power", "metadata or file name says power / intensity / sigma0"
     if v.size and (v < 0).mean() > 0.05:
         return "db", "floats with many negative values: decibels"
     if v.size and np.median(v) < 1.0:

@@ -18,6 +18,18 @@ def test_detect_modes():
     assert detect_mode(np.float32, rng.gamma(1, 0.05, 1000), "scene_norm_db.tif")[0] == "db"
 
 
+def test_detect_linear_modes_from_names():
+    """Calibrated amplitude often has a median below 1, like power: names settle it."""
+    amp = np.sqrt(rng_power := np.random.default_rng(1).gamma(4, 0.02, 1000))
+    assert detect_mode(np.float32, amp)[0] == "power"  # values alone cannot tell
+    assert detect_mode(np.float32, amp, "S1A_Amplitude_VV.tif")[0] == "amplitude"
+    assert detect_mode(np.float32, amp, "vv_amp.tif")[0] == "amplitude"
+    assert detect_mode(np.float32, rng_power * 100, "x.tif Intensity_VV")[0] == "power"
+    assert detect_mode(np.float32, rng_power * 100, "Sigma0_VV.tif")[0] == "power"
+    assert detect_mode(np.float32, rng_power, "Sigma0_VV_db.tif")[0] == "db"
+    assert detect_mode(np.float32, rng_power * 100, "example.tif")[0] == "amplitude"  # 'amp' in a word
+
+
 def test_same_backscatter_same_input_across_modes():
     db = np.linspace(-25, 0, 50, dtype=np.float32).reshape(1, 5, 10)
     power = 10 ** (db / 10)
