@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,10 @@ class OnnxBackend:
         if output not in ONNX_OUTPUTS:
             raise ValueError(f"unknown backend output {output!r}")
         opts = ort.SessionOptions()
+        # No CPU arena by default: it grows in powers of two and keeps its peak; without it the
+        # process stays under the engine's 1.5 GB on an 8k scene, at some cost in speed
+        # (docs/benchmarks.md). SARMAE_ORT_ARENA=1 turns it back on.
+        opts.enable_cpu_mem_arena = os.environ.get("SARMAE_ORT_ARENA", "0") == "1"
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(self.path), opts, providers=providers(device))

@@ -97,6 +97,14 @@ def test_onnx_backend_matches_torch_backend(weights, exported, task, output):
     )
 
 
+def test_cpu_arena_off_unless_asked(exported, monkeypatch):
+    """The arena keeps its power-of-two peak: off by default (memory target), env turns it on."""
+    path = exported["segmentation"]
+    assert not OnnxBackend(path, device="cpu").session.get_session_options().enable_cpu_mem_arena
+    monkeypatch.setenv("SARMAE_ORT_ARENA", "1")
+    assert OnnxBackend(path, device="cpu").session.get_session_options().enable_cpu_mem_arena
+
+
 def test_backend_bad_inputs(exported, tmp_path):
     b = OnnxBackend(exported["segmentation"], device="cpu")
     with pytest.raises(UsageError, match="takes 2 bands"):
