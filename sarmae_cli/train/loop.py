@@ -77,9 +77,9 @@ from sarmae_cli.train.distributed import DistEnv
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.csv"
 EPOCH_LOG = "epochs.csv"
-#: Loop settings that may change between a run and its resumption (they do not change results).
 #: log.csv columns that are not the task's metrics (TrainResult.metrics leaves them out).
 NOT_METRICS = ("step", "epoch", "lr", "samples_per_s")
+#: Loop settings that may change between a run and its resumption (they do not change results).
 RESUME_MAY_CHANGE = ("loop.num_workers", "loop.log_every", "loop.progress", "loop.device", "loop.ckpt_every")
 #: Parameter names that get no weight decay (besides every 1-d tensor: biases, norm weights).
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "dist_token", "reg_token")

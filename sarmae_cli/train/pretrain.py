@@ -350,7 +350,9 @@ def export_snapshot(
     )
     metrics = _logged_metrics(run_dir / LOG, state["step"])
     result = TrainResult(state["step"], state["epoch"], metrics, ckpt)
-    teacher = {"name": cfg.sarc.teacher, "arch": cfg.sarc.arch} if cfg.sarc.enabled and cfg.paired else None
+    teacher = saved.get("teacher")  # runs from before it was recorded: name and arch only
+    if "teacher" not in saved and cfg.sarc.enabled and cfg.paired:
+        teacher = {"name": cfg.sarc.teacher, "arch": cfg.sarc.arch}
     init = {**init, "snapshot_of": str(run_dir), "snapshot_step": state["step"]}
     return export_weights(output, mae, cfg, report, result, init, teacher, command, overwrite)
 
@@ -449,6 +451,7 @@ def run_pretrain(
     net = SarmaeNet(mae, head, cfg.sarc.weight)
     task = PretrainTask(net, None if cache else teacher, cache is not None, preview_batch(data), cfg.data)
     full = {k: v for k, v in to_dict(cfg).items() if k != "loop"}
+    described = teacher and teacher.describe()
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / DATA_REPORT).write_text(
@@ -461,6 +464,7 @@ def run_pretrain(
                     "rules": report.rules,
                     "samples_per_epoch": len(data),
                     "paired_per_epoch": data.n_paired,
+                    "teacher": described,  # for `weights snapshot`, which builds no teacher
                 },
                 indent=1,
             )
@@ -470,7 +474,7 @@ def run_pretrain(
     if env.is_main:
         write_preview(mae, task.preview, cfg.data, run_dir / "previews" / "final.png")
         weights = run_dir / WEIGHTS
-        export_weights(weights, mae, cfg, report, result, init, teacher and teacher.describe(), command)
+        export_weights(weights, mae, cfg, report, result, init, described, command)
         if report.skipped:  # shown even with --quiet
             n, where = len(report.skipped), run_dir / DATA_REPORT
             print(f"Warning: {n} unreadable file(s) were skipped (see {where})", file=sys.stderr)

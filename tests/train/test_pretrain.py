@@ -363,7 +363,7 @@ def test_tiny_run_on_real_chips_decreases_loss_and_exports_weights(tmp_path, dat
     smeta = read_meta(snap)
     assert smeta.provenance["snapshot_step"] == 30 and smeta.training["steps"] == 30
     assert smeta.encoder == meta.encoder and smeta.input_scaling == meta.input_scaling
-    assert smeta.metrics == meta.metrics
+    assert smeta.metrics == meta.metrics and smeta.provenance["teacher"] == meta.provenance["teacher"]
     r = invoke("weights", "snapshot", tmp_path / "run", "-o", snap)
     assert r.exit_code != 0 and r.stderr.count("\n") == 1 and "--overwrite" in r.stderr
     r = invoke("weights", "snapshot", tmp_path / "run", "-o", tmp_path / "x.pt")
