@@ -258,7 +258,9 @@ class SeededDataset(Dataset):
         index, seed = key
         np_state, py_state = np.random.get_state(), random.getstate()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator only: torch.manual_seed would also reseed CUDA's, so that with
+            # num_workers=0 the model's randomness on GPU (dropout, masks) followed the data seeds
+            torch.default_generator.manual_seed(seed)
             np.random.seed(seed % 2**32)
             random.seed(seed)
             try:
@@ -450,6 +452,7 @@ def train(
         batch_size=cfg.batch_size,
         sampler=sampler,
         num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,  # no worker restart per epoch (small data, many epochs)
         drop_last=True,
         collate_fn=task.collate_fn,
         pin_memory=device.type == "cuda",

@@ -20,6 +20,7 @@ from sarmae_cli.train.config import config_diff, from_dict, load_config_file, me
 from sarmae_cli.train.loop import (
     CHECKPOINT,
     LoopConfig,
+    SeededDataset,
     TrainingDiverged,
     TrainTask,
     default_param_groups,
@@ -139,9 +140,10 @@ def test_uninterrupted_run_writes_log_checkpoint_and_epoch_hook(tmp_path):
 
 
 def test_accumulation_equals_larger_batch(tmp_path):
+    # on CPU: exact equality needs fp32 (CUDA runs under bf16 autocast)
     a, b = ToyTask(dropout=0.0), ToyTask(dropout=0.0)
-    train(a, NoisyLinearData(), cfg(batch_size=8, accum_steps=2, max_steps=4), tmp_path / "a")
-    train(b, NoisyLinearData(), cfg(batch_size=16, accum_steps=1, max_steps=4), tmp_path / "b")
+    train(a, NoisyLinearData(), cfg(batch_size=8, accum_steps=2, max_steps=4, device="cpu"), tmp_path / "a")
+    train(b, NoisyLinearData(), cfg(batch_size=16, accum_steps=1, max_steps=4, device="cpu"), tmp_path / "b")
     torch.testing.assert_close(params(a.model), params(b.model), rtol=1e-5, atol=1e-6)
     assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), rel=1e-5)
 
@@ -254,8 +256,23 @@ def test_config_files_overrides_and_diff(tmp_path):
     assert config_diff(d, newer) == ['zip_members: <absent> -> "*"']
 
 
+def test_sample_seeding_leaves_the_cuda_generator_alone(monkeypatch):
+    # torch.manual_seed also reseeds CUDA; in the main process (num_workers=0) that made the
+    # model's randomness on GPU (dropout, masks) a function of the last sample's seed
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    before = torch.get_rng_state()
+    x, _ = SeededDataset(NoisyLinearData())[(3, 1234)]
+    again, _ = SeededDataset(NoisyLinearData())[(3, 1234)]
+    assert calls == []
+    torch.testing.assert_close(x, again)  # still a pure function of the seed
+    assert torch.equal(torch.get_rng_state(), before)  # CPU state restored
+
+
 def test_data_randomness_does_not_depend_on_worker_count(tmp_path):
     a, b = ToyTask(), ToyTask()
-    train(a, NoisyLinearData(), cfg(max_steps=4), tmp_path / "w0")
-    train(b, NoisyLinearData(), cfg(max_steps=4, num_workers=2), tmp_path / "w2")
+    # 12 steps of 8 over 64 samples: two epochs, so the (persistent) workers serve a second one
+    train(a, NoisyLinearData(), cfg(max_steps=12), tmp_path / "w0")
+    train(b, NoisyLinearData(), cfg(max_steps=12, num_workers=2), tmp_path / "w2")
     torch.testing.assert_close(params(a.model), params(b.model))
