@@ -250,8 +250,16 @@ def build_mae(cfg: PretrainConfig) -> tuple[MAE, dict[str, Any]]:
         "init_provenance": meta.provenance,
         "decoder": "from the file" if has_decoder else "new (the file has none)",
         "encoder": enc.to_dict(),
+        "decoder_config": dec.to_dict(),
     }
     return mae, record
+
+
+def mae_from_record(record: dict[str, Any], cfg: PretrainConfig) -> MAE:
+    """The (untrained) MAE that `build_mae` made for a run, from its recorded shapes: a snapshot
+    needs no --init file."""
+    enc = ViTConfig.from_dict(record["encoder"])
+    return MAE(enc, DecoderConfig.from_dict(record["decoder_config"]), cfg.model.mask_ratio)
 
 
 def preview_batch(dataset: PretrainData, n: int = 4, seed: int = 12345) -> dict[str, torch.Tensor]:
@@ -341,10 +349,14 @@ def export_snapshot(
         raise UsageError(f"{run_dir} is not a `sarmae pretrain` run folder (no {CHECKPOINT} / {DATA_REPORT})")
     state = load_checkpoint(ckpt)
     cfg = from_dict(PretrainConfig, state.get("config", {}), where="checkpoint config")
-    mae, init = build_mae(cfg)  # the architecture (an --init file must still be there)
+    saved = json.loads(report_path.read_text())
+    recorded = saved.get("init") or {}
+    if "decoder_config" in recorded:  # the shapes the run was built with
+        mae, init = mae_from_record(recorded, cfg), recorded
+    else:  # random init, or runs from before the record: rebuilt (an --init file must be there)
+        mae, init = build_mae(cfg)
     model_state = state.get("model", {})
     load_state_strict(mae, sub_state(model_state, "mae."), where=str(ckpt))
-    saved = json.loads(report_path.read_text())
     report = DataReport(
         saved["used"], [tuple(x) for x in saved["skipped"]], Counter(saved["modes"]), saved["rules"]
     )
@@ -465,6 +477,7 @@ def run_pretrain(
                     "samples_per_epoch": len(data),
                     "paired_per_epoch": data.n_paired,
                     "teacher": described,  # for `weights snapshot`, which builds no teacher
+                    "init": init,  # and reads no --init file
                 },
                 indent=1,
             )

@@ -530,3 +530,11 @@ def test_init_from_imported_official_weights(invoke, tmp_path, tiny_official, da
     assert r.exit_code == 0, r.stderr
     meta = read_meta(tmp_path / "run" / "encoder.safetensors")
     assert meta.provenance["init"] == str(imported) and meta.encoder["embed_dim"] == 192
+    # a snapshot reads the shapes from the run folder: the --init file may be gone
+    imported.unlink()
+    snap = tmp_path / "snap.safetensors"
+    r = invoke("weights", "snapshot", tmp_path / "run", "-o", snap)
+    assert r.exit_code == 0, r.stderr
+    final, snapped = load_file(tmp_path / "run" / "encoder.safetensors"), load_file(snap)
+    assert final.keys() == snapped.keys() and all(torch.equal(final[k], snapped[k]) for k in final)
+    assert read_meta(snap).provenance["init_provenance"] == meta.provenance["init_provenance"]
