@@ -2,7 +2,8 @@
 
 1. OMBRIA S1 test (70 AFTER/MASK pairs, 8-bit renderings): water IoU of the weights (the
    evaluation of `sarmae finetune --eval-only`) and of a per-image Otsu threshold (dark =
-   water), both accumulated over all test pixels.
+   water), both accumulated over all test pixels; and, as an upper bound for thresholding,
+   the best threshold of each image chosen with its own mask (`oracle_threshold_water_iou`).
 2. Sen1Floods11 chip (calibrated VV in dB, 512 x 512, EPSG:4326, hand labels): `sarmae
    segment --bands 1 --input-scale MODE` on the same VV band written as dB, linear power,
    amplitude and uint16 amplitude DN, to show the water head is robust to radiometry; IoU against `LabelHand`
@@ -53,16 +54,37 @@ def otsu_water(x: np.ndarray) -> np.ndarray:
     return valid & (x < threshold_otsu(x[valid]))
 
 
+def oracle_counts(x: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
+    """Intersection and union of the dark-pixel threshold (steps of 4 grey levels) that gives
+    this image the best water IoU against its own mask: an upper bound for any single
+    threshold per image, not a method (it looks at the truth)."""
+    best = (0.0, 0, int(mask.sum()))
+    for t in range(0, 257, 4):
+        water = x < t
+        inter, union = int((water & mask).sum()), int((water | mask).sum())
+        if union and inter / union > best[0]:
+            best = (inter / union, inter, union)
+    return best[1], best[2]
+
+
 def ombria(weights: Path) -> dict[str, float]:
     root = DATA / "ombria_s1" / "test"
     cm = np.zeros((2, 2), np.int64)
+    inter = union = 0
     for img in sorted((root / "AFTER").glob("*.png")):
         x = np.asarray(Image.open(img).convert("L"), np.float32)
         mask = np.asarray(Image.open(root / "MASK" / img.name.replace("after", "mask")).convert("L")) > 127
         cm += confusion_matrix(otsu_water(x).astype(np.int64), mask.astype(np.int64), 2)
+        i, u = oracle_counts(x, mask)
+        inter, union = inter + i, union + u
     otsu = segmentation_metrics(cm, ["land", "water"])["iou"]["water"]
     metrics, _ = evaluate_weights(weights, root, torch.device("cpu"))
-    return {"model_water_iou": metrics["iou"]["water"], "model_miou": metrics["miou"], "otsu_water_iou": otsu}
+    return {
+        "model_water_iou": metrics["iou"]["water"],
+        "model_miou": metrics["miou"],
+        "otsu_water_iou": otsu,
+        "oracle_threshold_water_iou": inter / max(union, 1),
+    }
 
 
 def segment(weights: Path, src: Path, dst: Path, scale: str = "auto") -> np.ndarray:
