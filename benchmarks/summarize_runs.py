@@ -14,16 +14,22 @@ from pathlib import Path
 import numpy as np
 
 
+def seed_values(files: list[Path], metric: str = "overall_accuracy") -> dict[int, float]:
+    """{seed: metric} over the runs of several metrics JSON files (a later file wins a seed)."""
+    values: dict[int, float] = {}
+    for f in files:
+        doc = json.loads(Path(f).read_text())
+        for seed, run in zip(doc["seeds"], doc["runs"], strict=True):
+            values[int(seed)] = float(run[metric])
+    return values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--metric", default="overall_accuracy")
     args = ap.parse_args()
-    values: dict[int, float] = {}
-    for f in args.files:
-        doc = json.loads(f.read_text())
-        for seed, run in zip(doc["seeds"], doc["runs"], strict=True):
-            values[int(seed)] = float(run[args.metric])
+    values = seed_values(args.files, args.metric)
     v = np.array([values[s] for s in sorted(values)]) * 100
     std = v.std(ddof=1) if len(v) > 1 else 0.0
     per_seed = ", ".join(f"seed {s}: {values[s] * 100:.2f}" for s in sorted(values))
