@@ -21,19 +21,11 @@ import numpy as np
 import torch
 
 import sarmae_cli.data.labelled as L
-from sarmae_cli.data.scaling import Scaling
 from sarmae_cli.model.factory import load_model
 from sarmae_cli.train import metrics
+from sarmae_cli.train.finetune import stored_spec
 
 DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def holdout_pairs(root: Path, fraction: float = 0.2, split_seed: int = 0) -> list[tuple[Path, Path]]:
-    """The image/mask pairs that `sarmae finetune --val-fraction` holds out of `root`."""
-    pairs, _ = L.scan_segmentation(root)
-    order = np.random.default_rng(split_seed).permutation(len(pairs))
-    n_val = max(1, round(fraction * len(pairs)))
-    return [pairs[i] for i in sorted(order[:n_val])]
 
 
 def main() -> None:
@@ -46,14 +38,11 @@ def main() -> None:
     if not root.is_dir():
         sys.exit(f"error: no OMBRIA data in {root}; set SARMAE_DATA")
     model, meta = load_model(args.weights)
-    size = int(meta.training.get("preprocess", {}).get("chip_size", meta.encoder_config.img_size))
-    scaling = Scaling.from_dict(meta.input_scaling)
-    norm = meta.normalization
-    spec = L.InputSpec(scaling, norm["mean"], norm["std"], size, *L.preprocess_fit(meta.training))
-    if args.split == "holdout":
-        pairs = holdout_pairs(root / "train")
-    else:
-        pairs = L.scan_segmentation(root / args.split)[0]
+    spec = stored_spec(meta)
+    size = spec.chip_size
+    pairs = L.scan_segmentation(root / ("train" if args.split == "holdout" else args.split))[0]
+    if args.split == "holdout":  # what `sarmae finetune --val-fraction 0.2` holds out (split seed 0)
+        pairs = L.holdout_pairs(pairs, 0.2, 0)[1]
     images, masks, _ = L.load_pairs(pairs, L.LoadReport())
     coding = L.MaskCoding(tuple(meta.training["mask_values"]), meta.training.get("ignore_value", -1))
     ds = L.SegmentationDataset(images, [coding.encode(m, "mask") for m in masks], spec)

@@ -207,6 +207,16 @@ def holdout_split(samples: list[Sample], fraction: float, seed: int) -> tuple[li
     return train, val
 
 
+def holdout_pairs(
+    pairs: list[tuple[Path, Path]], fraction: float, seed: int
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Seeded split of image/mask pairs into (train, validation), `fraction` held out (at least
+    one), each part in its original order."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = max(1, round(fraction * len(pairs)))
+    return [pairs[i] for i in sorted(order[n_val:])], [pairs[i] for i in sorted(order[:n_val])]
+
+
 def select_protocol(
     index: ClassificationIndex,
     samples: list[Sample],

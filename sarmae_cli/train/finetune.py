@@ -358,10 +358,7 @@ def prepare_segmentation(cfg: FinetuneConfig, seed: int, start: Start | None) ->
         val_pairs, _ = L.scan_segmentation(Path(d.val), pairing)
         _check_disjoint([p[0] for p in pairs], [p[0] for p in val_pairs])
     else:
-        order = np.random.default_rng(d.split_seed).permutation(len(pairs))
-        n_val = max(1, round(d.val_fraction * len(pairs)))
-        val_pairs = [pairs[i] for i in sorted(order[:n_val])]
-        pairs = [pairs[i] for i in sorted(order[n_val:])]
+        pairs, val_pairs = L.holdout_pairs(pairs, d.val_fraction, d.split_seed)
     if d.fraction is not None:
         rng = np.random.default_rng(seed)
         n = max(1, round(d.fraction * len(pairs)))
@@ -645,6 +642,20 @@ def _output_meta(
 # --------------------------------------------------------------------------- evaluation only
 
 
+def stored_spec(meta: WeightsMeta) -> L.InputSpec:
+    """The input preprocessing a fine-tuned weights file was trained with (scaling,
+    normalisation, chip size and fit), as stored in its metadata."""
+    pre = meta.training.get("preprocess", {})
+    size = int(pre.get("chip_size", meta.tile.get("size", meta.encoder_config.img_size)))
+    return L.InputSpec(
+        Scaling.from_dict(meta.input_scaling),
+        meta.normalization["mean"],
+        meta.normalization["std"],
+        size,
+        *L.preprocess_fit(meta.training),
+    )
+
+
 def evaluate_weights(
     weights: Path,
     data: Path,
@@ -662,15 +673,8 @@ def evaluate_weights(
             f"{weights} is {meta.task!r} weights without a task head; evaluate classification or "
             "segmentation weights made by `sarmae finetune`"
         )
-    pre = meta.training.get("preprocess", {})
-    size = int(pre.get("chip_size", meta.tile.get("size", meta.encoder_config.img_size)))
-    spec = L.InputSpec(
-        Scaling.from_dict(meta.input_scaling),
-        meta.normalization["mean"],
-        meta.normalization["std"],
-        size,
-        *L.preprocess_fit(meta.training),
-    )
+    spec = stored_spec(meta)
+    size = spec.chip_size
     report = L.LoadReport()
     names = list(meta.class_names)
     if meta.task == "classification":

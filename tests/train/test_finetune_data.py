@@ -2,6 +2,7 @@
 and the bad inputs of issue 5, on the real MSTAR, OMBRIA and Sen1Floods11 data."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from sarmae_cli.data.labelled import (
     detect_coding,
     detect_scaling,
     fit_chip,
+    holdout_pairs,
     holdout_split,
     load_chips,
     load_pairs,
@@ -68,6 +70,17 @@ def test_shots_are_seeded_per_class_and_disjoint_from_validation(mstar):
     assert not {s.path for s in a} & {s.path for s in val}
     test = scan_classification(mstar / "test", index.class_names)
     assert not {s.path.resolve() for s in a} & {s.path.resolve() for s in test.samples}
+
+
+def test_holdout_pairs_is_seeded_disjoint_and_ordered():
+    pairs = [(Path(f"img_{i:02d}.png"), Path(f"mask_{i:02d}.png")) for i in range(10)]
+    train, val = holdout_pairs(pairs, 0.2, seed=0)
+    assert len(val) == 2 and len(train) == 8
+    assert sorted(train + val) == pairs and not set(train) & set(val)
+    assert train == sorted(train) and val == sorted(val)  # original order kept
+    assert holdout_pairs(pairs, 0.2, seed=0) == (train, val)
+    assert holdout_pairs(pairs, 0.2, seed=1)[1] != val
+    assert len(holdout_pairs(pairs[:2], 0.01, seed=0)[1]) == 1  # at least one held out
 
 
 def test_fraction_per_class(mstar):
