@@ -2,11 +2,15 @@
 
     python benchmarks/water_threshold.py sel_w12.safetensors holdout   # 20 % of OMBRIA train held out
     python benchmarks/water_threshold.py weights/sarmae_water.safetensors test
+    python benchmarks/water_threshold.py sel_w12.safetensors holdout --tta 8   # + flips/rotations
 
 `holdout` is the validation split that `sarmae finetune --val-fraction 0.2` holds out of
 ombria_s1/train (split seed 0), so a threshold can be chosen without the test folder; any
 other name is a folder of ombria_s1. Windows, preprocessing and mask coding are those stored
 in the weights (as `sarmae finetune --eval-only`); IoU is accumulated over all pixels.
+`--tta N` averages the probabilities of each window over N of its flips and quarter turns
+(2: identity and left-right flip; 4: also the half turn and its flip; 8: all eight), each
+mapped back before averaging (test-time augmentation).
 Needs the data in $SARMAE_DATA (default ../shared/data).
 """
 
@@ -33,6 +37,7 @@ def main() -> None:
     ap.add_argument("weights", type=Path)
     ap.add_argument("split", help="'holdout' (of ombria_s1/train) or a folder name of ombria_s1, e.g. test")
     ap.add_argument("--water-class", type=int, default=1)
+    ap.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1, help="flips/turns averaged")
     args = ap.parse_args()
     root = DATA / "ombria_s1"
     if not root.is_dir():
@@ -53,7 +58,9 @@ def main() -> None:
     with torch.no_grad():
         for i in range(len(ds)):
             x, y = ds[i]  # [C, H, W], [H, W]
-            logits = metrics.sliding_window_logits(model, x, k, size, stride)  # [K, H, W]
+            logits = metrics.sliding_window_logits(
+                metrics.dihedral_tta(model, args.tta), x, k, size, stride
+            )  # [K, H, W]
             p = logits.softmax(0)[args.water_class]  # [H, W]
             valid = y != L.IGNORE_INDEX
             truth = (y == args.water_class) & valid
@@ -62,7 +69,8 @@ def main() -> None:
                 inter[j] += (pred & truth).sum().item()
                 union[j] += (pred | truth).sum().item()
     iou = inter / np.maximum(union, 1)
-    print(f"{args.weights} on {args.split} ({len(ds)} images), water IoU by threshold:")
+    tta = f", test-time augmentation x{args.tta}" if args.tta > 1 else ""
+    print(f"{args.weights} on {args.split} ({len(ds)} images{tta}), water IoU by threshold:")
     for t, v in zip(thresholds, iou, strict=True):
         print(f"  {t:.2f}: {v:.4f}{'   <- best' if v == iou.max() else ''}")
 

@@ -110,6 +110,29 @@ def sliding_window_logits(
     return (total / count)[:, :h, :w]  # [K, H, W]
 
 
+#: (quarter turns, left-right flip) of the dihedral group, in the order `dihedral_tta` takes them.
+DIHEDRAL = [(0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True)]
+
+
+def dihedral_tta(
+    model: Callable[[torch.Tensor], torch.Tensor], n: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`model` averaged over the first `n` dihedral transforms: tiles [B, C, T, T] -> log of the
+    mean class probabilities [B, K, T, T] (usable as logits)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(())
+        for k, flip in DIHEDRAL[:n]:
+            xt = torch.rot90(x, k, (-2, -1))
+            xt = xt.flip(-1) if flip else xt
+            p = model(xt).float().softmax(1)  # [B, K, T, T] in the transformed frame
+            p = p.flip(-1) if flip else p
+            total = total + torch.rot90(p, -k, (-2, -1))
+        return (total / n).clamp_min(1e-8).log()
+
+    return run
+
+
 def mean_std(values: Iterable[float | None]) -> dict[str, float | None]:
     """Mean and sample standard deviation (n-1; 0 for one value) of the non-None values."""
     v = [float(x) for x in values if x is not None]

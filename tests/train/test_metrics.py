@@ -9,6 +9,7 @@ import torch
 from sarmae_cli.train.metrics import (
     classification_metrics,
     confusion_matrix,
+    dihedral_tta,
     format_pm,
     mean_std,
     save_confusion_png,
@@ -113,3 +114,30 @@ def test_confusion_png_and_json(tmp_path):
     write_json({"a": float("nan"), "b": [1.0]}, tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0]}
     assert not list(tmp_path.glob(".*part"))
+
+
+def _position_model(x: torch.Tensor) -> torch.Tensor:
+    """A model that is not flip/turn equivariant: logits [B, 2, T, T] depend on the column."""
+    ramp = torch.linspace(-2, 2, x.shape[-1])  # [T]
+    return torch.stack([x[:, 0] + ramp, -x[:, 0] - ramp], 1)
+
+
+def test_dihedral_tta_maps_predictions_back():
+    x = torch.randn(2, 1, 8, 8)
+    one = dihedral_tta(_position_model, 1)(x)
+    assert torch.allclose(one.exp(), _position_model(x).softmax(1), atol=1e-6)  # n=1: the model itself
+    for n in (2, 4, 8):
+        out = dihedral_tta(_position_model, n)(x)  # [B, 2, T, T] log-probabilities
+        assert out.shape == (2, 2, 8, 8)
+        assert torch.allclose(out.exp().sum(1), torch.ones(2, 8, 8), atol=1e-5)
+        # averaged over a group containing the left-right flip: flipping the input flips the output
+        assert torch.allclose(dihedral_tta(_position_model, n)(x.flip(-1)), out.flip(-1), atol=1e-5)
+    full = dihedral_tta(_position_model, 8)
+    assert torch.allclose(full(torch.rot90(x, 1, (-2, -1))), torch.rot90(full(x), 1, (-2, -1)), atol=1e-5)
+
+
+def test_dihedral_tta_leaves_an_equivariant_model_unchanged():
+    conv = torch.nn.Conv2d(1, 3, 1)  # per-pixel: commutes with flips and turns
+    x = torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(dihedral_tta(conv, 8)(x), conv(x).log_softmax(1), atol=1e-5)
