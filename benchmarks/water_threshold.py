@@ -55,12 +55,11 @@ def main() -> None:
     k = len(meta.class_names)
     thresholds = np.round(np.arange(0.05, 0.96, 0.05), 2)
     inter, union = np.zeros(len(thresholds)), np.zeros(len(thresholds))
+    predict = metrics.dihedral_tta(model, args.tta)  # the model itself when --tta 1
     with torch.no_grad():
         for i in range(len(ds)):
             x, y = ds[i]  # [C, H, W], [H, W]
-            logits = metrics.sliding_window_logits(
-                metrics.dihedral_tta(model, args.tta), x, k, size, stride
-            )  # [K, H, W]
+            logits = metrics.sliding_window_logits(predict, x, k, size, stride)  # [K, H, W]
             p = logits.softmax(0)[args.water_class]  # [H, W]
             valid = y != L.IGNORE_INDEX
             truth = (y == args.water_class) & valid
