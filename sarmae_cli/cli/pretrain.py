@@ -97,6 +97,14 @@ def pretrain(
     img_size: Annotated[
         int | None, typer.Option("--img-size", min=16, help="Training crop size (default 224).")
     ] = None,
+    chip_fit: Annotated[
+        str | None,
+        typer.Option(
+            "--chip-fit",
+            help="resize (default): each chip whole at --img-size; center_crop: its centre "
+            "--img-size pixels at native resolution (as finetune --fit center_crop).",
+        ),
+    ] = None,
     bands: Annotated[
         str | None,
         typer.Option("--bands", help="Band names, one per input channel, e.g. VV,VH (default SAR)."),
@@ -143,7 +151,12 @@ def pretrain(
             "img_size": img_size,
             "bands": _csv(bands),
         },
-        "data": {"scaling": input_scale, "paired_fraction": paired_fraction, "zip_members": zip_member},
+        "data": {
+            "scaling": input_scale,
+            "paired_fraction": paired_fraction,
+            "zip_members": zip_member,
+            "chip_fit": chip_fit,
+        },
         "sare": {"enabled": sare, "mode": sare_mode, "fraction": sare_fraction},
         "sarc": {
             "enabled": sarc,

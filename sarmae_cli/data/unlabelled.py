@@ -11,6 +11,9 @@ Sources, mixed freely in one run:
   read in place through GDAL's `/vsizip/`, never extracted.
 Paired SAR-optical chips: a CSV with columns `sar`, `opt` (relative to the CSV, like
 `paired_s1s2/pairs.csv`) or a folder with `sar/` and `opt/` sub-folders matched by file stem.
+Chips are resized whole to the training size (`chip_fit="resize"`), or, with
+`chip_fit="center_crop"`, cut to their centre at native resolution first (unpaired chips; a
+target centred in its chip, as MSTAR, seen as `finetune --fit center_crop` will show it).
 
 Every file is probed once when the dataset is built (chips decoded, scenes opened and sampled):
 unreadable files are skipped, counted and reported (`DataReport`), and a run with nothing
@@ -45,6 +48,7 @@ from torch.utils.data import Dataset
 
 from sarmae_cli.data import raster, scaling, speckle
 from sarmae_cli.data.augment import Augment, crop_resize, flip_rotate, sample_rng
+from sarmae_cli.data.labelled import FITS, fit_chip
 from sarmae_cli.errors import SarmaeError, UsageError
 
 CHIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -64,6 +68,7 @@ class DataConfig:
     mean: tuple[float, ...] = (0.5,)  # per band, after scaling to [0, 1]: (u - mean) / std
     std: tuple[float, ...] = (0.5,)
     scene_window: int = 224  # pixels read per sample from a scene (then cropped and resized)
+    chip_fit: str = "resize"  # unpaired chips: "resize" whole, or "center_crop" (native pixels)
     zip_members: str = "*"  # glob over member paths of ZIP sources (e.g. "*/Patch_Cal/*")
     paired_fraction: float | None = 0.7  # share of paired samples per epoch; None: natural
     augment: Augment = field(default_factory=Augment)
@@ -75,6 +80,8 @@ class DataConfig:
             raise UsageError(f"paired fraction must be in [0, 1], got {self.paired_fraction}")
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise UsageError("mean and std need one value per band (or one for all), std > 0")
+        if self.chip_fit not in FITS:
+            raise UsageError(f"unknown chip fit {self.chip_fit!r}; use one of {', '.join(FITS)}")
         if self.scene_window < 16:
             raise UsageError(f"scene window must be >= 16 pixels, got {self.scene_window}")
 
@@ -429,6 +436,9 @@ class PretrainData(Dataset):
         rec = self.record(i)
         params = self.cfg.augment.sample(rng)
         unit = match_bands(self._unit(self._read(rec, rng), rec), self.in_chans)  # [C, h, w]
+        if rec.kind == "chip" and self.cfg.chip_fit == "center_crop" and i >= self.n_paired:
+            # unpaired chips only: a paired chip stays whole, aligned with its optical image
+            unit = fit_chip(unit, self.size, "center_crop")  # [C, S, S] at native resolution
         clean = self.cfg.augment.apply(unit, params, self.size).clamp(0, 1)  # [C, S, S]
         noisy, speckled = clean, False
         if self.speckle is not None:

@@ -331,6 +331,26 @@ def test_big_geotiff_is_read_by_windows(tmp_path, monkeypatch):
     assert max(h * w for h, w in calls) <= 128 * 128
 
 
+def test_chip_fit_center_crop_keeps_native_pixels(tmp_path):
+    """`chip_fit="center_crop"`: a chip's centre at native resolution, not the chip shrunk."""
+    from PIL import Image
+
+    img = np.zeros((96, 96), np.uint8)
+    img[32:64, 32:64] = 255  # a bright 32-px square in the centre, dark all around
+    path = tmp_path / "chip.png"
+    Image.fromarray(img).save(path)
+    unpaired, _, _ = scan([path], [], DataConfig())
+    plain = {"augment": {"scale": (1.0, 1.0), "hflip": False, "vflip": False, "rot90": False}}
+    crop = from_dict(DataConfig, {**plain, "chip_fit": "center_crop"})
+    whole = from_dict(DataConfig, plain)
+    centre = PretrainData(unpaired, [], crop, 32, 1, speckle=None)[0]["image"]  # [1, 32, 32]
+    shrunk = PretrainData(unpaired, [], whole, 32, 1, speckle=None)[0]["image"]
+    assert torch.allclose(centre, torch.ones_like(centre))  # all of it the bright square (+1)
+    assert abs(shrunk.mean().item() - (-1 + 2 / 9)) < 0.05  # shrunk: the square is 1/9 of it
+    with pytest.raises(UsageError, match="unknown chip fit 'middle'"):
+        DataConfig(chip_fit="middle")
+
+
 # ---------------------------------------------------------------- training runs
 
 
@@ -468,6 +488,9 @@ def test_cli_bad_inputs(invoke, tmp_path, data_dir):
     conf.write_text("[loop]\nlrr = 1\n")
     r = invoke("pretrain", chips, "--config", conf, "-o", tmp_path / "r9")
     assert r.exit_code == 2 and "unknown config key(s) loop.lrr" in r.stderr
+    r = invoke("pretrain", chips, "--chip-fit", "middle", "--max-steps", "1", "-o", tmp_path / "r11")
+    assert r.exit_code == 2 and r.stderr == "Error: unknown chip fit 'middle'; use one of resize, center_crop\n"
+    assert not (tmp_path / "r11").exists()
 
 
 def test_cli_run_resume_refusals_and_skipped_files(invoke, tmp_path, data_dir):
