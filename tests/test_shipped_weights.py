@@ -83,3 +83,19 @@ def test_demo_with_the_shipped_weights(tmp_path):
     res = run_demo(tmp_path / "demo", size=512, seed=1, device="cpu")
     assert res.water_iou is not None and res.water_iou >= 0.6, res.water_iou
     assert (tmp_path / "demo" / "water.tif").is_file() and (tmp_path / "demo" / "water.png").is_file()
+
+
+@pytest.mark.parametrize("path", sorted((WEIGHTS.parent / "docs" / "model_cards" / "configs").glob("*.yaml")))
+def test_model_card_configs_are_valid(path):
+    """The configs the model cards cite resolve without unknown keys: pt*.yaml for pretraining,
+    ft_*.yaml for fine-tuning (an unknown key raises UsageError)."""
+    from sarmae_cli.train.config import from_dict, load_config_file, merge_config
+    from sarmae_cli.train.finetune import resolve_config
+    from sarmae_cli.train.pretrain import PretrainConfig
+
+    layer = load_config_file(path)
+    assert layer, f"{path} is empty"
+    if path.name.startswith("pt"):
+        from_dict(PretrainConfig, merge_config({"sources": ["x"], "loop": {"max_steps": 1}}, layer))
+    else:
+        resolve_config("segmentation" if "water" in path.name else "classification", layer)
