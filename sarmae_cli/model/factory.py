@@ -53,6 +53,7 @@ def build_model(meta: WeightsMeta, drop_path_rate: float = 0.0) -> nn.Module:
             int(head.get("channels", 256)),
             head.get("layers"),
             drop_path_rate,
+            int(head.get("refine", 0)),
         )
     raise WeightsError(f"cannot build a model for task {meta.task!r}")
 

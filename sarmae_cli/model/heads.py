@@ -61,10 +61,43 @@ class SimpleFeaturePyramid(nn.Module):
         return [self.up4(a), self.up2(b), c, self.down2(d)]  # strides 4, 8, 16, 32
 
 
-class SegmentationHead(nn.Module):
-    """Feature pyramid + an smp decoder (UperNet or FPN) + 1x1 classifier, at stride 4."""
+class PixelRefiner(nn.Module):
+    """Full-resolution residual correction of upsampled logits from the input pixels.
 
-    def __init__(self, dim: int, num_classes: int, decoder: str = "upernet", channels: int = 256) -> None:
+    The ViT sees 16-px patches, so its maps are coarse; this small conv stack looks at the
+    band mean (one guide channel, whatever the number of bands) beside the logits and adds a
+    correction. Dilations 1, 2, 4 give a 15-px receptive field. The last conv starts at zero,
+    so an untrained refiner returns the logits unchanged.
+    """
+
+    def __init__(self, num_classes: int, width: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1 + num_classes
+        for dilation in (1, 2, 4):
+            layers += [
+                nn.Conv2d(c_in, width, 3, padding=dilation, dilation=dilation, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            c_in = width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(width, num_classes, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        guide = x.mean(1, keepdim=True)  # [B, 1, H, W]
+        return logits + self.out(self.body(torch.cat([guide, logits], 1)))  # [B, K, H, W]
+
+
+class SegmentationHead(nn.Module):
+    """Feature pyramid + an smp decoder (UperNet or FPN) + 1x1 classifier, at stride 4; and,
+    with `refine` > 0, a `PixelRefiner` of that width that `Segmenter` applies at full size."""
+
+    def __init__(
+        self, dim: int, num_classes: int, decoder: str = "upernet", channels: int = 256, refine: int = 0
+    ) -> None:
         super().__init__()
         if decoder not in SEG_DECODERS:
             raise ValueError(f"unknown segmentation decoder {decoder!r}; use {SEG_DECODERS}")
@@ -77,6 +110,7 @@ class SegmentationHead(nn.Module):
             self.decoder = FPNDecoder(enc_channels, encoder_depth=5, pyramid_channels=channels)
             out = self.decoder.out_channels
         self.classifier = nn.Conv2d(out, num_classes, 1)
+        self.refiner = PixelRefiner(num_classes, refine) if refine > 0 else None
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         pyramid = self.neck(maps)
@@ -85,7 +119,10 @@ class SegmentationHead(nn.Module):
 
 
 class Segmenter(nn.Module):
-    """Dense classifier: [B, C, H, W] -> logits [B, K, H, W] (H, W multiples of the patch)."""
+    """Dense classifier: [B, C, H, W] -> logits [B, K, H, W] (H, W multiples of the patch).
+
+    `refine` > 0 adds a `PixelRefiner` of that width after the upsampling (0: none).
+    """
 
     def __init__(
         self,
@@ -95,18 +132,22 @@ class Segmenter(nn.Module):
         channels: int = 256,
         layers: list[int] | None = None,
         drop_path_rate: float = 0.0,
+        refine: int = 0,
     ) -> None:
         super().__init__()
         self.encoder = SarViT(enc, drop_path_rate)
         self.layers = list(layers or default_layers(enc.depth))
-        self.head = SegmentationHead(enc.embed_dim, num_classes, decoder, channels)
+        self.head = SegmentationHead(enc.embed_dim, num_classes, decoder, channels, refine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         unique = sorted(set(self.layers))
         by_block = dict(zip(unique, self.encoder.intermediate_layers(x, unique), strict=True))
         maps = [by_block[i] for i in self.layers]  # 4 x [B, d, H/16, W/16]
         logits = self.head(maps)  # [B, K, H/4, W/4]
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.head.refiner is not None:
+            logits = self.head.refiner(x, logits)  # [B, K, H, W]
+        return logits
 
 
 def head_config(model: nn.Module) -> dict[str, Any]:
@@ -123,6 +164,7 @@ def head_config(model: nn.Module) -> dict[str, Any]:
             if isinstance(dec, UPerNetDecoder)
             else dec.p5.out_channels,
             "layers": model.layers,
+            "refine": model.head.refiner.out.in_channels if model.head.refiner is not None else 0,
         }
     raise TypeError(f"no head config for {type(model).__name__}")
 
@@ -172,12 +214,15 @@ def freeze_encoder(model: nn.Module) -> None:
 
 
 class SegmentationLoss(nn.Module):
-    """Cross-entropy + `dice_weight` x multi-class Dice (the paper: 0.5), both ignoring
-    `ignore_index` pixels. logits [B, K, H, W], target [B, H, W] int64."""
+    """Cross-entropy (optionally class-weighted, `weight` [K]) + `dice_weight` x multi-class
+    Dice (the paper: 0.5), both ignoring `ignore_index` pixels. logits [B, K, H, W], target
+    [B, H, W] int64."""
 
-    def __init__(self, ignore_index: int = -1, dice_weight: float = 0.5) -> None:
+    def __init__(
+        self, ignore_index: int = -1, dice_weight: float = 0.5, weight: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
-        self.ce = nn.CrossEntropyLoss(ignore_index=ignore_index)
+        self.ce = nn.CrossEntropyLoss(weight, ignore_index=ignore_index)
         self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=ignore_index)
         self.dice_weight = dice_weight
 

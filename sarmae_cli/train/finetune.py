@@ -91,6 +91,7 @@ class ModelConfig:
     depth: int | None = None  # fewer blocks than the preset (--init random; small tests)
     decoder: str = "upernet"  # segmentation decoder: upernet (the paper) or fpn (smp)
     channels: int = 256  # segmentation decoder width
+    refine: int = 0  # width of a full-resolution refiner of the segmentation logits (0: none)
     drop_path: float = 0.1
     layer_decay: float = 0.75
     freeze_encoder: bool = False  # linear probe: only the head trains
@@ -120,6 +121,7 @@ class FinetuneConfig:
     lr: float | None = None
     label_smoothing: float = 0.1
     dice_weight: float = 0.5
+    class_weights: list[float] | None = None  # cross-entropy weight of each class (default: equal)
     eval_batch_size: int = 32
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30))
 
@@ -213,7 +215,14 @@ def build_model(cfg: FinetuneConfig, start: Start, num_classes: int) -> nn.Modul
     if cfg.task == "classification":
         model: nn.Module = Classifier(start.enc, num_classes, dpr)
     else:
-        model = Segmenter(start.enc, num_classes, cfg.model.decoder, cfg.model.channels, drop_path_rate=dpr)
+        model = Segmenter(
+            start.enc,
+            num_classes,
+            cfg.model.decoder,
+            cfg.model.channels,
+            drop_path_rate=dpr,
+            refine=cfg.model.refine,
+        )
     if start.tensors is not None:
         load_state_strict(model.encoder, {k: v.float() for k, v in start.tensors.items()}, where=start.source)
     if cfg.model.freeze_encoder:
@@ -415,16 +424,28 @@ def _peek_bands(cfg: FinetuneConfig) -> int:
 # --------------------------------------------------------------------------- training tasks
 
 
+def class_weight_tensor(weights: list[float] | None, num_classes: int) -> torch.Tensor | None:
+    """The cross-entropy class weights [K], checked against the class count (None: equal)."""
+    if weights is None:
+        return None
+    if len(weights) != num_classes or any(not w > 0 for w in weights):
+        raise UsageError(
+            f"class_weights {list(weights)} must give one positive weight per class ({num_classes} classes)"
+        )
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 class FinetuneTask(TrainTask):
     """One fine-tuning job for the shared loop: loss, layer-wise lr decay groups."""
 
-    def __init__(self, model: nn.Module, cfg: FinetuneConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: FinetuneConfig, num_classes: int) -> None:
         self.model = model
         self.cfg = cfg
+        weight = class_weight_tensor(cfg.class_weights, num_classes)
         if cfg.task == "classification":
-            self.loss: nn.Module = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+            self.loss: nn.Module = nn.CrossEntropyLoss(weight, label_smoothing=cfg.label_smoothing)
         else:
-            self.loss = SegmentationLoss(L.IGNORE_INDEX, cfg.dice_weight)
+            self.loss = SegmentationLoss(L.IGNORE_INDEX, cfg.dice_weight, weight)
 
     def param_groups(self, cfg: LoopConfig) -> list[dict[str, Any]]:
         return param_groups_lrd(self.model, cfg.weight_decay, self.cfg.model.layer_decay)
@@ -432,7 +453,7 @@ class FinetuneTask(TrainTask):
     def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch  # [B, C, S, S], [B] or [B, S, S]
         logits = model(x)  # [B, K] or [B, K, S, S]
-        loss = self.loss(logits.float(), y)
+        loss = self.loss.to(logits.device)(logits.float(), y)
         valid = y != L.IGNORE_INDEX
         acc = ((logits.argmax(1) == y) & valid).sum() / valid.sum().clamp_min(1)
         return loss, {"acc": float(acc)}
@@ -525,6 +546,8 @@ def finetune(
         raise UsageError(f"--seeds has duplicates: {seeds}")
     if not cfg.data.train:
         raise UsageError("no training set given")
+    if cfg.model.refine < 0:
+        raise UsageError(f"model.refine must be >= 0 (0: no pixel refiner), got {cfg.model.refine}")
     env = distributed.setup(cfg.loop.device)
     if env.is_main:
         check_output(output, overwrite or resume)
@@ -543,6 +566,7 @@ def finetune(
         )
         torch.manual_seed(seed)  # head (and random encoder) initialisation
         model = build_model(seed_cfg, start, len(prepared.class_names))
+        task = FinetuneTask(model, seed_cfg, len(prepared.class_names))  # checks class_weights
         seed_dir = run_root / f"seed{seed}"
         if overwrite and not resume and env.is_main:
             for name in (CHECKPOINT, LOG, EPOCH_LOG):
@@ -550,7 +574,6 @@ def finetune(
             shutil.rmtree(seed_dir / "tb", ignore_errors=True)
         say(f"seed {seed}: {len(prepared.train)} training samples, {len(prepared.val)} validation samples")
         resume_seed = resume and (seed_dir / CHECKPOINT).is_file()  # later seeds may not have started
-        task = FinetuneTask(model, seed_cfg)
         result = train(
             task,
             prepared.train,

@@ -97,6 +97,23 @@ def test_onnx_backend_matches_torch_backend(weights, exported, task, output):
     )
 
 
+def test_refined_segmenter_exports_with_parity(tmp_path):
+    """The full-resolution pixel refiner (model.refine) goes through ONNX unchanged."""
+    torch.manual_seed(1)
+    model = Segmenter(CFG, 2, channels=32, refine=8)
+    torch.nn.init.normal_(model.head.refiner.out.weight)  # as if trained: not the identity
+    w = tmp_path / "refined.safetensors"
+    save_model(w, model, _meta("segmentation", ["land", "water"]))
+    out = Path(export_onnx(w, tmp_path / "refined.onnx").output)
+    meta, info = read_onnx_meta(out)
+    assert meta.head["refine"] == 8
+    assert all(r["relative"] <= 1e-4 for r in info["parity"])
+    x = sample_inputs(meta, 64, 2, seed=0)
+    a = TorchBackend(load_model(w)[0], "cpu", "probabilities").predict(x)
+    b = OnnxBackend(out, "probabilities", device="cpu", threads=1).predict(x)
+    assert np.abs(a - b).max() <= 1e-4
+
+
 def test_cpu_arena_off_unless_asked(exported, monkeypatch):
     """The arena keeps its power-of-two peak: off by default (memory target), env turns it on."""
     path = exported["segmentation"]

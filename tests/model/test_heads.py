@@ -53,3 +53,27 @@ def test_classifier_and_encoder_round_trip(tmp_path):
     save_model(tmp_path / "e.safetensors", enc, _meta("encoder"))
     loaded, _ = load_model(tmp_path / "e.safetensors")
     assert torch.equal(loaded(x), enc(x)) and loaded(x).shape == (2, 192)
+
+
+def test_pixel_refiner_starts_as_identity_and_round_trips(tmp_path):
+    """An untrained refiner changes nothing; a trained one is saved, rebuilt and band-agnostic."""
+    torch.manual_seed(0)
+    plain = Segmenter(CFG, 2, channels=32).eval()
+    refined = Segmenter(CFG, 2, channels=32, refine=8).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("head.refiner.") for k in missing)
+    x = torch.randn(2, 2, 64, 64)
+    assert torch.allclose(refined(x), plain(x), atol=1e-6)
+    torch.nn.init.normal_(refined.head.refiner.out.weight)  # as if trained
+    y = refined(x)
+    assert y.shape == (2, 2, 64, 64) and not torch.allclose(y, plain(x), atol=1e-3)
+    meta = save_model(tmp_path / "r.safetensors", refined, _meta("segmentation", ["land", "water"]))
+    assert meta.head["refine"] == 8
+    loaded, _ = load_model(tmp_path / "r.safetensors")
+    assert loaded.head.refiner is not None and torch.equal(loaded(x), y)
+    one_band, _ = load_model(tmp_path / "r.safetensors", in_chans=1)  # guide = band mean
+    assert one_band(torch.randn(1, 1, 64, 64)).shape == (1, 2, 64, 64)
+    assert (
+        save_model(tmp_path / "p.safetensors", plain, _meta("segmentation", ["land", "water"])).head["refine"]
+        == 0
+    )

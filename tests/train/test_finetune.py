@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sarmae_cli.data import labelled
+from sarmae_cli.errors import UsageError
 from sarmae_cli.model import WeightsMeta, preset
 from sarmae_cli.model.checkpoint import read_weights
 from sarmae_cli.model.encoder import SarViT
@@ -200,7 +201,7 @@ def test_linear_probe_from_a_weights_file_with_band_adaptation(mstar, tmp_path):
 def test_segmentation_on_ombria_and_eval_only(ombria, tmp_path, invoke):
     train, val = ombria
     layer = {
-        **TINY,
+        "model": {**TINY["model"], "refine": 4},  # with the full-resolution pixel refiner
         "data": {"train": str(train), "val": str(val), "chip_size": 64},
         "lr": 1e-3,
         "loop": {"batch_size": 4, "warmup_steps": 1, "max_steps": 6, "progress": False, "log_every": 1},
@@ -212,11 +213,19 @@ def test_segmentation_on_ombria_and_eval_only(ombria, tmp_path, invoke):
     assert run["data"]["mask_values"] == [0, 255]
     model, meta = load_model(out)
     assert isinstance(model, Segmenter) and meta.tile == {"size": 64, "overlap": 16}
+    assert meta.head["refine"] == 4 and model.head.refiner.out.weight.abs().sum() > 0  # it trained
     assert meta.training["mask_values"] == [0, 255]
     r = invoke("finetune", "--eval-only", val, "--weights", out, "--json")
     assert r.exit_code == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["confusion_matrix"] == run["confusion_matrix"] and m["miou"] == pytest.approx(run["miou"])
+
+
+def test_negative_refine_is_refused(tmp_path):
+    cfg = ft.resolve_config("segmentation", {"model": {"refine": -1}, "data": {"train": str(tmp_path)}})
+    with pytest.raises(UsageError, match="model.refine must be >= 0"):
+        ft.finetune(cfg, tmp_path / "w.safetensors", seeds=[0])
+    assert not (tmp_path / "w.safetensors").exists()
 
 
 def test_param_groups_layer_decay():
@@ -248,6 +257,23 @@ def test_segmentation_loss_ignores_pixels():
     dice = 1 - (2 * (probs * onehot).sum(0) / (probs.sum(0) + onehot.sum(0)).clamp_min(1e-7))
     dice = (dice * (onehot.sum(0) > 0)).mean()
     assert loss(logits, ignored).item() == pytest.approx((ce + 0.5 * dice).item(), rel=1e-4)
+
+
+def test_class_weights_weight_the_cross_entropy():
+    logits = torch.randn(2, 2, 8, 8)
+    target = torch.randint(0, 2, (2, 8, 8))
+    target[:, :2] = -1
+    weight = ft.class_weight_tensor([1.0, 3.0], 2)
+    loss = SegmentationLoss(ignore_index=-1, dice_weight=0.0, weight=weight)
+    keep = target != -1
+    flat, t = logits.permute(0, 2, 3, 1)[keep], target[keep]  # [N, K], [N]
+    nll = -flat.log_softmax(1).gather(1, t[:, None])[:, 0]
+    w = weight[t]
+    assert loss(logits, target).item() == pytest.approx(((w * nll).sum() / w.sum()).item(), rel=1e-5)
+    assert ft.class_weight_tensor(None, 2) is None
+    for bad in ([1.0], [1.0, 0.0], [1.0, 2.0, 3.0]):
+        with pytest.raises(UsageError, match="one positive weight per class"):
+            ft.class_weight_tensor(bad, 2)
 
 
 # ---------------------------------------------------------------- bad input, through the CLI
@@ -355,7 +381,14 @@ def test_cli_segmentation_bad_inputs(ombria, tmp_path, invoke):
     args = ["--task", "segmentation", train, "--val", val, "--init", "random", "--mask-values", "0,1"]
     r = invoke("finetune", *args, "-o", out)
     _one_line(r, 1, "has values [255] outside the class values [0, 1]")
-    assert not out.exists()
+    for body, msg in (
+        ("class_weights: [1.0]", "one positive weight per class (2 classes)"),
+        ("model: {refine: -2}", "model.refine must be >= 0"),
+    ):
+        (tmp_path / "bad.yaml").write_text(body)
+        r = invoke("finetune", *args[:-2], "--config", tmp_path / "bad.yaml", "--max-steps", "1", "-o", out)
+        _one_line(r, 2, msg)
+    assert not out.exists() and not (tmp_path / "w.run").exists()
 
 
 def test_radiometric_jitter_stays_in_unit_range_and_changes_contrast():
