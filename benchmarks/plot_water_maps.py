@@ -25,8 +25,8 @@ def read_scene(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Band 1 stretched between its 2nd and 98th percentiles to [0, 1], and the valid mask."""
     with rasterio.open(path) as src:
         band = src.read(1, masked=True)
-    valid = ~np.ma.getmaskarray(band) & np.isfinite(band.filled(np.nan))
-    data = band.filled(np.nan).astype(np.float64)
+    data = band.astype(np.float64).filled(np.nan)  # integer rasters too (uint16 DN)
+    valid = np.isfinite(data)
     lo, hi = np.percentile(data[valid], [2, 98])
     return np.clip((data - lo) / max(hi - lo, 1e-12), 0, 1), valid
 
