@@ -7,7 +7,8 @@
 #   *N: native centre 64 px (4 x 4 tokens); *Z: the same 64 px zoomed to 128 (8 x 8 tokens)
 # Payload (.devdata/, ignored): whl/ (rasterio, typer, pydantic, smp and their small deps) and
 # mstar64/ (pack_mstar_centres.py: the centre 64 px of every chip, identical model input).
-# Local dry run: DEV=cpu OUT=/tmp/devout BUDGET=150 PROBE=4 bash benchmarks/gpu_stage/run_mstar_gpu.sh
+# JOBSET=random: 40-shot from random init (zoomed input, seeds 0-2); FIXED_STEPS=N: that budget
+# or nothing. Local dry run: DEV=cpu OUT=/tmp/devout BUDGET=150 PROBE=4 bash benchmarks/gpu_stage/run_mstar_gpu.sh
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 T0=$(date +%s)
@@ -16,6 +17,7 @@ DEV=${DEV:-cuda}
 BUDGET=${BUDGET:-530}  # seconds for the whole script
 PROBE=${PROBE:-150}    # probe steps per run
 WORKERS=${WORKERS:-1}
+TAIL=${TAIL:-75}       # seconds kept after training for evaluation, export and packing
 D=.devdata
 M=$D/mstar64
 W=/tmp/mstar_runs
@@ -36,22 +38,32 @@ S="python3 -m sarmae_cli"
 python3 -c "import sarmae_cli.cli, sarmae_cli.train.finetune" 2>&1 | tee -a "$OUT/env.txt" | tail -3
 [ "${PIPESTATUS[0]}" = 0 ] || { log "sarmae_cli does not import"; exit 1; }
 
-# name | steps per epoch (batch 32, last partial batch dropped) | data and protocol | framing
-JOBS=(
-  "sN|12|$M/train --val-fraction 0.2 --shots 40 --seeds 0|N"
-  "sZ|12|$M/train --val-fraction 0.2 --shots 40 --seeds 0|Z"
-  "tN0|12|$M/train --val $M/test --shots 40 --seeds 0|N"
-  "tN1|12|$M/train --val $M/test --shots 40 --seeds 1|N"
-  "tN2|12|$M/train --val $M/test --shots 40 --seeds 2|N"
-  "tZ0|12|$M/train --val $M/test --shots 40 --seeds 0|Z"
-  "tZ1|12|$M/train --val $M/test --shots 40 --seeds 1|Z"
-  "tZ2|12|$M/train --val $M/test --shots 40 --seeds 2|Z"
-  "pN|25|$M/train --val $M/test --fraction 0.3 --seeds 0|N"
-  "pZ|25|$M/train --val $M/test --fraction 0.3 --seeds 0|Z"
-  "aN|85|$M/train --val $M/test --seeds 0|N"
-  "aZ|85|$M/train --val $M/test --seeds 0|Z"
-)
-common="--task classification --init default --batch-size 32 --lr 1e-3 --config docs/model_cards/configs/ft_cls.yaml --device $DEV --workers $WORKERS -q"
+# name | steps per epoch (batch 32, last partial batch dropped) | data, protocol and start | framing
+I="--init default"
+R="--init random --model tiny"
+if [ "${JOBSET:-main}" = random ]; then  # random init at the 40-shot budget of the main set
+  JOBS=(
+    "rZ0|12|$M/train --val $M/test --shots 40 --seeds 0 $R|Z"
+    "rZ1|12|$M/train --val $M/test --shots 40 --seeds 1 $R|Z"
+    "rZ2|12|$M/train --val $M/test --shots 40 --seeds 2 $R|Z"
+  )
+else
+  JOBS=(
+    "sN|12|$M/train --val-fraction 0.2 --shots 40 --seeds 0 $I|N"
+    "sZ|12|$M/train --val-fraction 0.2 --shots 40 --seeds 0 $I|Z"
+    "tN0|12|$M/train --val $M/test --shots 40 --seeds 0 $I|N"
+    "tN1|12|$M/train --val $M/test --shots 40 --seeds 1 $I|N"
+    "tN2|12|$M/train --val $M/test --shots 40 --seeds 2 $I|N"
+    "tZ0|12|$M/train --val $M/test --shots 40 --seeds 0 $I|Z"
+    "tZ1|12|$M/train --val $M/test --shots 40 --seeds 1 $I|Z"
+    "tZ2|12|$M/train --val $M/test --shots 40 --seeds 2 $I|Z"
+    "pN|25|$M/train --val $M/test --fraction 0.3 --seeds 0 $I|N"
+    "pZ|25|$M/train --val $M/test --fraction 0.3 --seeds 0 $I|Z"
+    "aN|85|$M/train --val $M/test --seeds 0 $I|N"
+    "aZ|85|$M/train --val $M/test --seeds 0 $I|Z"
+  )
+fi
+common="--task classification --batch-size 32 --lr 1e-3 --config docs/model_cards/configs/ft_cls.yaml --device $DEV --workers $WORKERS -q"
 framing() { if [ "$1" = N ]; then echo "--chip-size 64 --fit center_crop"; else echo "--crop 64 --chip-size 128"; fi; }
 
 # launch DIR STEPS|probe: every job at once; each gets --epochs round(STEPS / steps per epoch)
@@ -87,10 +99,14 @@ EOF
 PROBE_S=$(el)
 log "probe done: slowest run $RATE steps/s (median $START)"
 
-# 2. main runs: about STEPS steps each, ending ~60 s before the budget (evaluation, export)
-STEPS=$(python3 -c "print(int(0.85 * $RATE * ($BUDGET - $PROBE_S - 30 - 75)))")
+# 2. main runs: about STEPS steps each, ending TAIL s before the budget (evaluation, export)
+STEPS=$(python3 -c "print(int(0.85 * $RATE * ($BUDGET - $PROBE_S - 30 - $TAIL)))")
+if [ -n "${FIXED_STEPS:-}" ]; then  # a set budget (e.g. 4752 = 396 epochs at 40-shot): run it only if it fits
+  [ "$STEPS" -ge "$FIXED_STEPS" ] || { log "main: $FIXED_STEPS steps do not fit (~$STEPS); not run"; exit 0; }
+  STEPS=$FIXED_STEPS
+fi
 log "main: ~$STEPS steps per run"
-timeout $((BUDGET - $(el) - 45)) bash -c "$(declare -f launch framing); $(declare -p JOBS); S='$S'; common='$common'; PROBE=$PROBE; launch $W/main $STEPS"
+timeout $((BUDGET - $(el) - TAIL + 30)) bash -c "$(declare -f launch framing); $(declare -p JOBS); S='$S'; common='$common'; PROBE=$PROBE; launch $W/main $STEPS"
 rc=$?
 pkill -f "sarmae_cli finetune" && sleep 2  # after a timeout: the runs that are left
 log "main rc=$rc"
