@@ -14,6 +14,7 @@ Paired SAR-optical chips: a CSV with columns `sar`, `opt` (relative to the CSV, 
 Chips are resized whole to the training size (`chip_fit="resize"`), or, with
 `chip_fit="center_crop"`, cut to their centre at native resolution first (unpaired chips; a
 target centred in its chip, as MSTAR, seen as `finetune --fit center_crop` will show it).
+A TIFF no larger than `scene_window` is read whole and counts as a chip here.
 
 Every file is probed once when the dataset is built (chips decoded, scenes opened and sampled):
 unreadable files are skipped, counted and reported (`DataReport`), and a run with nothing
@@ -416,6 +417,13 @@ class PretrainData(Dataset):
             data, _ = raster.read_window(src, list(range(1, rec.bands + 1)), r, c, h, w, rec.nodata)
         return data
 
+    def read_whole(self, rec: ImageRecord) -> bool:
+        """Whether a sample holds the whole file: a chip, or a TIFF no larger than one window
+        (a TIFF chip). `chip_fit` applies to these; windows of larger scenes are never cut."""
+        return rec.kind == "chip" or (
+            rec.height <= self.cfg.scene_window and rec.width <= self.cfg.scene_window
+        )
+
     def db_span(self, rec: ImageRecord) -> float:
         """dB range mapped to [0, 1]; 0 for 8-bit renderings (SARE treats their values as linear)."""
         if rec.mode == "uint8":
@@ -436,7 +444,7 @@ class PretrainData(Dataset):
         rec = self.record(i)
         params = self.cfg.augment.sample(rng)
         unit = match_bands(self._unit(self._read(rec, rng), rec), self.in_chans)  # [C, h, w]
-        if rec.kind == "chip" and self.cfg.chip_fit == "center_crop" and i >= self.n_paired:
+        if self.cfg.chip_fit == "center_crop" and i >= self.n_paired and self.read_whole(rec):
             # unpaired chips only: a paired chip stays whole, aligned with its optical image
             unit = fit_chip(unit, self.size, "center_crop")  # [C, S, S] at native resolution
         clean = self.cfg.augment.apply(unit, params, self.size).clamp(0, 1)  # [C, S, S]

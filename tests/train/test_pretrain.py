@@ -331,15 +331,26 @@ def test_big_geotiff_is_read_by_windows(tmp_path, monkeypatch):
     assert max(h * w for h, w in calls) <= 128 * 128
 
 
-def test_chip_fit_center_crop_keeps_native_pixels(tmp_path):
-    """`chip_fit="center_crop"`: a chip's centre at native resolution, not the chip shrunk."""
-    from PIL import Image
-
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_chip_fit_center_crop_keeps_native_pixels(tmp_path, suffix):
+    """`chip_fit="center_crop"`: a chip's centre at native resolution, not the chip shrunk;
+    TIFF chips (no larger than one scene window, so read whole) too."""
     img = np.zeros((96, 96), np.uint8)
     img[32:64, 32:64] = 255  # a bright 32-px square in the centre, dark all around
-    path = tmp_path / "chip.png"
-    Image.fromarray(img).save(path)
+    path = tmp_path / f"chip{suffix}"
+    with rasterio.open(
+        path,
+        "w",
+        driver="PNG" if suffix == ".png" else "GTiff",
+        width=96,
+        height=96,
+        count=1,
+        dtype="uint8",
+        transform=from_origin(0, 96, 1, 1),
+    ) as dst:
+        dst.write(img[None])
     unpaired, _, _ = scan([path], [], DataConfig())
+    assert unpaired[0].kind == ("chip" if suffix == ".png" else "scene")
     plain = {"augment": {"scale": (1.0, 1.0), "hflip": False, "vflip": False, "rot90": False}}
     crop = from_dict(DataConfig, {**plain, "chip_fit": "center_crop"})
     whole = from_dict(DataConfig, plain)
@@ -349,6 +360,37 @@ def test_chip_fit_center_crop_keeps_native_pixels(tmp_path):
     assert abs(shrunk.mean().item() - (-1 + 2 / 9)) < 0.05  # shrunk: the square is 1/9 of it
     with pytest.raises(UsageError, match="unknown chip fit 'middle'"):
         DataConfig(chip_fit="middle")
+
+
+def test_chip_fit_leaves_windows_of_larger_scenes_alone(tmp_path):
+    """A TIFF larger than one scene window is a scene: its random windows are never centre-cut."""
+    path = tmp_path / "scene.tif"
+    img = (np.arange(96 * 96) % 251).astype(np.uint8).reshape(1, 96, 96)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=96,
+        height=96,
+        count=1,
+        dtype="uint8",
+        transform=from_origin(0, 96, 1, 1),
+    ) as dst:
+        dst.write(img)
+    plain = {
+        "scene_window": 64,
+        "augment": {"scale": (1.0, 1.0), "hflip": False, "vflip": False, "rot90": False},
+    }
+    unpaired, _, _ = scan([path], [], from_dict(DataConfig, plain))
+    items = []
+    for fit in ("resize", "center_crop"):
+        torch.manual_seed(0)  # the same window for both
+        items.append(
+            PretrainData(
+                unpaired, [], from_dict(DataConfig, {**plain, "chip_fit": fit}), 32, 1, speckle=None
+            )[0]
+        )
+    assert torch.equal(items[0]["image"], items[1]["image"])
 
 
 # ---------------------------------------------------------------- training runs
