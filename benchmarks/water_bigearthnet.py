@@ -1,7 +1,7 @@
 """Water called by a water head on the BigEarthNet-S1 patches, against their CORINE labels.
 
 Each patch's VV band (120 x 120 px, 10 m, dB) is segmented with `sarmae segment --task water`
-(the shipped weights, or `-w FILE`), and the share of pixels called water is printed beside
+(the shipped weights; `--weights FILE` with `-w FILE`), and the share of pixels called water is printed beside
 whether the patch's labels include "Water bodies". Patch labels cannot say how much water a
 patch holds, so this only shows how much water a head calls on land (the patches without it).
 
@@ -38,20 +38,8 @@ def main() -> int:
             vv = next(p.glob("*_VV.tif"))
             labels = json.loads(next(p.glob("*_labels_metadata.json")).read_text())["labels"]
             out = Path(tmp) / f"{p.name}.tif"
-            cmd = [
-                sys.executable,
-                "-m",
-                "sarmae_cli",
-                "segment",
-                "--task",
-                "water",
-                str(vv),
-                "-o",
-                str(out),
-                "-q",
-            ]
-            if args.weights:
-                cmd += ["--weights", str(args.weights)]
+            model = ["--weights", str(args.weights)] if args.weights else ["--task", "water"]
+            cmd = [sys.executable, "-m", "sarmae_cli", "segment", *model, str(vv), "-o", str(out), "-q"]
             subprocess.run(cmd, check=True)
             with rasterio.open(out) as src:
                 m = src.read(1, masked=True)  # class ids; masked where nodata
