@@ -331,24 +331,23 @@ def test_big_geotiff_is_read_by_windows(tmp_path, monkeypatch):
     assert max(h * w for h, w in calls) <= 128 * 128
 
 
+def write_u8(path: Path, img: np.ndarray) -> Path:
+    """Write a [1, H, W] uint8 image as PNG or GeoTIFF (by suffix)."""
+    driver = "PNG" if path.suffix == ".png" else "GTiff"
+    _, h, w = img.shape
+    profile = {"driver": driver, "width": w, "height": h, "count": 1, "dtype": "uint8"}
+    with rasterio.open(path, "w", transform=from_origin(0, h, 1, 1), **profile) as dst:
+        dst.write(img)
+    return path
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_chip_fit_center_crop_keeps_native_pixels(tmp_path, suffix):
     """`chip_fit="center_crop"`: a chip's centre at native resolution, not the chip shrunk;
     TIFF chips (no larger than one scene window, so read whole) too."""
     img = np.zeros((96, 96), np.uint8)
     img[32:64, 32:64] = 255  # a bright 32-px square in the centre, dark all around
-    path = tmp_path / f"chip{suffix}"
-    with rasterio.open(
-        path,
-        "w",
-        driver="PNG" if suffix == ".png" else "GTiff",
-        width=96,
-        height=96,
-        count=1,
-        dtype="uint8",
-        transform=from_origin(0, 96, 1, 1),
-    ) as dst:
-        dst.write(img[None])
+    path = write_u8(tmp_path / f"chip{suffix}", img[None])
     unpaired, _, _ = scan([path], [], DataConfig())
     assert unpaired[0].kind == ("chip" if suffix == ".png" else "scene")
     plain = {"augment": {"scale": (1.0, 1.0), "hflip": False, "vflip": False, "rot90": False}}
@@ -364,19 +363,7 @@ def test_chip_fit_center_crop_keeps_native_pixels(tmp_path, suffix):
 
 def test_chip_fit_leaves_windows_of_larger_scenes_alone(tmp_path):
     """A TIFF larger than one scene window is a scene: its random windows are never centre-cut."""
-    path = tmp_path / "scene.tif"
-    img = (np.arange(96 * 96) % 251).astype(np.uint8).reshape(1, 96, 96)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=96,
-        height=96,
-        count=1,
-        dtype="uint8",
-        transform=from_origin(0, 96, 1, 1),
-    ) as dst:
-        dst.write(img)
+    path = write_u8(tmp_path / "scene.tif", (np.arange(96 * 96) % 251).astype(np.uint8).reshape(1, 96, 96))
     plain = {
         "scene_window": 64,
         "augment": {"scale": (1.0, 1.0), "hflip": False, "vflip": False, "rot90": False},
