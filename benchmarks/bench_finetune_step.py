@@ -29,7 +29,7 @@ TINY = {"embed_dim": 192, "depth": 12, "num_heads": 3}
 
 
 def time_steps(device: torch.device, size: int, batch: int, variant: str, steps: int, warmup: int) -> float:
-    """Median-free simple mean: wall time of `steps` steps after `warmup`, in ms per step."""
+    """Mean wall time of `steps` steps after `warmup` steps, in ms per step."""
     torch.manual_seed(0)
     model = (
         Classifier(ViTConfig(img_size=size, in_chans=1, **TINY), 10, drop_path_rate=0.1).to(device).train()

@@ -85,17 +85,25 @@ def test_demo_with_the_shipped_weights(tmp_path):
     assert (tmp_path / "demo" / "water.tif").is_file() and (tmp_path / "demo" / "water.png").is_file()
 
 
-@pytest.mark.parametrize("path", sorted((WEIGHTS.parent / "docs" / "model_cards" / "configs").glob("*.yaml")))
+PUBLISHED_CONFIGS = sorted((WEIGHTS.parent / "docs" / "model_cards" / "configs").glob("*.yaml")) + [
+    WEIGHTS.parent / "benchmarks" / "gpu_stage" / "stage.yaml"
+]
+
+
+@pytest.mark.parametrize("path", PUBLISHED_CONFIGS, ids=lambda p: p.name)
 def test_model_card_configs_are_valid(path):
-    """The configs the model cards cite resolve without unknown keys: pt*.yaml for pretraining,
-    ft_*.yaml for fine-tuning (an unknown key raises UsageError)."""
+    """The configs the docs cite (model cards, GPU stage) resolve without unknown keys:
+    ft_*.yaml for fine-tuning, the others for pretraining (an unknown key raises UsageError);
+    class weights give one positive weight per class (land, water)."""
     from sarmae_cli.train.config import from_dict, load_config_file, merge_config
-    from sarmae_cli.train.finetune import resolve_config
+    from sarmae_cli.train.finetune import class_weight_tensor, resolve_config
     from sarmae_cli.train.pretrain import PretrainConfig
 
     layer = load_config_file(path)
     assert layer, f"{path} is empty"
-    if path.name.startswith("pt"):
+    if not path.name.startswith("ft_"):
         from_dict(PretrainConfig, merge_config({"sources": ["x"], "loop": {"max_steps": 1}}, layer))
     else:
-        resolve_config("segmentation" if "water" in path.name else "classification", layer)
+        cfg = resolve_config("segmentation" if "water" in path.name else "classification", layer)
+        if cfg.class_weights is not None:
+            class_weight_tensor(cfg.class_weights, 2)
