@@ -221,7 +221,7 @@ def finetune(
         "augment": {
             "speckle": speckle,
             "intensity": intensity,
-            **({"flips": False, "rot90": False, "crop_scale": [1.0, 1.0]} if no_augment else {}),
+            **({"flips": False, "rot90": False, "crop_scale": [1.0, 1.0], "shift": 0} if no_augment else {}),
         },
         "lr": lr,
         "blr": blr,

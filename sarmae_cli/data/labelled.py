@@ -58,9 +58,18 @@ class InputSpec:
         ranges = stretch_range(to_db(raw, self.scaling.mode), self.scaling)  # [C, 2]
         return prepare(raw, self.scaling, ranges, self.mean, self.std)
 
-    def chip(self, raw: np.ndarray) -> torch.Tensor:
-        """Raw [C, H, W] -> model input [C, S, S] (prepared, then fitted)."""
-        return fit_chip(torch.from_numpy(self.prepare(raw)), self.chip_size, self.fit, self.crop)
+    def chip(self, raw: np.ndarray, margin: int = 0) -> torch.Tensor:
+        """Raw [C, H, W] -> model input [C, S, S] (prepared, then fitted). With `margin` m the
+        fitted window grows by m input pixels on every side ([C, S + 2m, S + 2m], same scale:
+        with `crop`, the crop grows in proportion), for random shifts in training."""
+        size, crop = self.chip_size + 2 * margin, self.crop
+        if margin and crop is not None:
+            crop = crop + 2 * round(margin * crop / self.chip_size)
+        x = torch.from_numpy(self.prepare(raw))
+        if margin and self.fit == "resize" and crop is None:
+            # resizing a larger window would change the scale: resize, then pad with the mean (0)
+            return F.pad(fit_chip(x, self.chip_size, "resize"), (margin,) * 4)
+        return fit_chip(x, size, self.fit, crop)
 
     def preprocess_meta(self) -> dict[str, Any]:
         """The `training["preprocess"]` entry of the weights that inference must repeat."""
@@ -289,8 +298,12 @@ class ChipDataset(Dataset):
         labels: list[int],
         spec: InputSpec,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        margin: int = 0,
     ) -> None:
-        self.chips = [spec.chip(r) for r in raws]  # each [C, S, S], prepared once
+        if margin and augment is None:
+            raise ValueError("a chip margin needs an augmentation that cuts the chips back to size")
+        # each [C, S + 2 * margin, S + 2 * margin], prepared once; `augment` must cut S x S
+        self.chips = [spec.chip(r, margin) for r in raws]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.augment = augment
 

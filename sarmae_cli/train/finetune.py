@@ -104,6 +104,7 @@ class AugmentConfig:
     flips: bool = True
     rot90: bool = True
     crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area (classification)
+    shift: int = 0  # random translation of up to N input pixels, real context (classification)
     speckle: float = 0.0  # probability of extra multiplicative speckle (SARE-style, gamma looks 1-10)
     intensity: float = 0.0  # probability of a random radiometric change (gain, offset, gamma)
     gain: tuple[float, float] = (0.75, 1.3)  # contrast factor about the chip mean, in [0, 1] units
@@ -259,14 +260,16 @@ def _spec(cfg: FinetuneConfig, raws: list[np.ndarray], start: Start | None, size
 
 def _augmenter(cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, float]) -> SarAugment | None:
     changes_values = cfg.speckle > 0 or cfg.intensity > 0
-    if not (cfg.flips or cfg.rot90 or changes_values) and tuple(crop_scale) == (1.0, 1.0):
+    moves = cfg.flips or cfg.rot90 or cfg.shift > 0 or tuple(crop_scale) != (1.0, 1.0)
+    if not (moves or changes_values):
         return None
     return SarAugment(cfg, spec, tuple(crop_scale))
 
 
 class SarAugment:
-    """Training augmentation (`data/augment.py`, `data/speckle.py`): random resized crop,
-    flips and 90° rotations, applied alike to an image [C, S, S] and its labels [S, S], then
+    """Training augmentation (`data/augment.py`, `data/speckle.py`): a random shift (a
+    chip-size window cut from a chip prepared with a margin, see `InputSpec.chip`), random
+    resized crop, flips and 90° rotations, applied alike to an image [C, S, S] and its labels [S, S], then
     optional SARE-style speckle and an optional radiometric change (contrast, brightness and
     gamma; it makes heads robust to other calibrations and display renderings) on the image, in
     the [0, 1] domain before normalisation. Randomness comes from the global torch generator,
@@ -274,6 +277,7 @@ class SarAugment:
 
     def __init__(self, cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, float]) -> None:
         self.geometry = Augment(scale=crop_scale, hflip=cfg.flips, vflip=cfg.flips, rot90=cfg.rot90)
+        self.size = spec.chip_size if cfg.shift > 0 else None  # output size when chips have a margin
         self.speckle = SpeckleConfig(fraction=cfg.speckle) if cfg.speckle > 0 else None
         self.cfg = cfg
         self.mean = torch.tensor(spec.mean).view(-1, 1, 1)  # [C, 1, 1]
@@ -283,8 +287,11 @@ class SarAugment:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
         rng = sample_rng()
+        size = self.size or x.shape[-1]
+        if x.shape[-1] > size:  # a chip with a margin: cut a randomly placed size x size window
+            top, left = (int(rng.integers(0, d - size + 1)) for d in x.shape[-2:])
+            x = x[..., top : top + size, left : left + size]  # [C, S, S]
         params = self.geometry.sample(rng)
-        size = x.shape[-1]
         x = self.geometry.apply(x, params, size)  # [C, S, S]
         if self.speckle is not None or self.cfg.intensity > 0:
             unit = (x * self.std + self.mean).clamp(0, 1)  # back to [0, 1]
@@ -339,9 +346,9 @@ def prepare_classification(cfg: FinetuneConfig, seed: int, start: Start | None) 
         )
     size = d.chip_size or (start.enc.img_size if start else 224)
     spec = _spec(cfg, raws, start, size)
-    train_ds: Dataset = L.ChipDataset(
-        raws, labels, spec, _augmenter(cfg.augment, spec, cfg.augment.crop_scale)
-    )
+    augment = _augmenter(cfg.augment, spec, cfg.augment.crop_scale)
+    margin = cfg.augment.shift if augment is not None else 0
+    train_ds: Dataset = L.ChipDataset(raws, labels, spec, augment, margin)
     if d.balance:
         train_ds = Subset(train_ds, L.balanced_indices(labels, seed))
     k = len(index.class_names)
@@ -548,6 +555,10 @@ def finetune(
         raise UsageError("no training set given")
     if cfg.model.refine < 0:
         raise UsageError(f"model.refine must be >= 0 (0: no pixel refiner), got {cfg.model.refine}")
+    if cfg.augment.shift < 0:
+        raise UsageError(f"augment.shift must be >= 0 pixels, got {cfg.augment.shift}")
+    if cfg.augment.shift and cfg.task == "segmentation":
+        raise UsageError("augment.shift applies to classification; segmentation already cuts random crops")
     env = distributed.setup(cfg.loop.device)
     if env.is_main:
         check_output(output, overwrite or resume)

@@ -408,3 +408,63 @@ def test_stretch_option_reaches_the_input_spec():
     spec = ft._spec(cfg, raws, None, 8)
     assert (spec.scaling.mode, spec.scaling.stretch) == ("uint8", "percentile")
     assert ft._spec(ft.resolve_config("segmentation"), raws, None, 8).scaling.stretch == "fixed"
+
+
+def test_shift_cuts_real_context_windows_and_evaluates_on_the_centre():
+    raw = np.arange(40 * 40, dtype=np.uint8).reshape(1, 40, 40) % 251  # distinct neighbours
+    spec = labelled.InputSpec(labelled.detect_scaling(raw), [0.5], [0.25], 16, fit="center_crop")
+    wide = spec.chip(raw, margin=4)  # [1, 24, 24]: the centre 24 px, real pixels
+    assert wide.shape == (1, 24, 24) and torch.equal(wide[:, 4:20, 4:20], spec.chip(raw))
+    cfg = ft.AugmentConfig(flips=False, rot90=False, crop_scale=(1.0, 1.0), shift=4)
+    aug = ft._augmenter(cfg, spec, cfg.crop_scale)
+    assert aug is not None  # a shift alone is an augmentation
+    offsets = set()
+    torch.manual_seed(0)
+    for _ in range(40):
+        out = aug(wide)  # [1, 16, 16]
+        assert out.shape == (1, 16, 16)
+        hits = [
+            (t, c) for t in range(9) for c in range(9) if torch.equal(out, wide[:, t : t + 16, c : c + 16])
+        ]
+        assert len(hits) == 1  # an unresized window of the wide chip
+        offsets.add(hits[0])
+    assert len(offsets) > 10  # it moves (81 possible windows)
+    ds = labelled.ChipDataset([raw], [0], spec, aug, margin=4)
+    assert ds[0][0].shape == (1, 16, 16)
+    assert labelled.ChipDataset([raw], [0], spec)[0][0].shape == (1, 16, 16)  # evaluation: centre
+    with pytest.raises(ValueError, match="margin needs an augmentation"):
+        labelled.ChipDataset([raw], [0], spec, None, margin=4)
+
+
+def test_shift_margin_keeps_the_scale_of_zoomed_and_resized_chips():
+    raw = np.random.default_rng(0).integers(0, 255, (1, 64, 64), dtype=np.uint8)
+    zoom = labelled.InputSpec(labelled.detect_scaling(raw), [0.5], [0.25], 32, crop=16)  # 2 x zoom
+    wide = zoom.chip(raw, margin=4)  # the centre 16 + 2 x 2 = 20 px, zoomed to 40
+    ref = labelled.fit_chip(torch.from_numpy(zoom.prepare(raw)), 40, crop=20)
+    assert wide.shape == (1, 40, 40) and torch.equal(wide, ref)
+    resize = labelled.InputSpec(labelled.detect_scaling(raw), [0.5], [0.25], 32)
+    padded = resize.chip(raw, margin=4)  # resized as for inference, then padded with the mean (0)
+    assert torch.equal(padded[:, 4:36, 4:36], resize.chip(raw)) and float(padded[:, :4].abs().sum()) == 0
+
+
+def test_shift_reaches_the_training_chips_only(mstar):
+    train, val = mstar
+    cfg = _cls_cfg(train, val)
+    cfg.augment.shift = 4
+    prep = ft.prepare_classification(cfg, 0, None)
+    assert prep.train.chips[0].shape[-1] == 32 + 8 and prep.train[0][0].shape[-1] == 32
+    assert prep.val.chips[0].shape[-1] == 32 and prep.spec.preprocess_meta()["chip_size"] == 32
+
+
+@pytest.mark.parametrize(
+    ("task", "shift", "msg"),
+    [
+        ("classification", -1, "augment.shift must be >= 0"),
+        ("segmentation", 4, "augment.shift applies to classification"),
+    ],
+)
+def test_bad_shift_is_refused(tmp_path, task, shift, msg):
+    cfg = ft.resolve_config(task, {"augment": {"shift": shift}, "data": {"train": str(tmp_path)}})
+    with pytest.raises(UsageError, match=msg):
+        ft.finetune(cfg, tmp_path / "w.safetensors", seeds=[0])
+    assert not (tmp_path / "w.safetensors").exists()
