@@ -135,7 +135,9 @@ def finetune(
             help="Probability of a random contrast/brightness/gamma change (radiometric robustness).",
         ),
     ] = None,
-    no_augment: Annotated[bool, typer.Option("--no-augment", help="No flips / rotations.")] = False,
+    no_augment: Annotated[
+        bool, typer.Option("--no-augment", help="No flips, rotations, crops or shifts.")
+    ] = False,
     pairing: Annotated[
         str | None,
         typer.Option("--pairing", help="Image/mask pairing IMAGE_DIR:MASK_DIR[:IMAGE_TOKEN:MASK_TOKEN]."),

@@ -102,6 +102,7 @@ class AugmentConfig:
     """SAR augmentations applied to training chips (and their masks)."""
 
     flips: bool = True
+    vflip: bool = True  # with flips: up-down too (off: left-right only, shadows keep their side)
     rot90: bool = True
     crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area (classification)
     shift: int = 0  # random translation of up to N input pixels, real context (classification)
@@ -276,7 +277,8 @@ class SarAugment:
     which the loop seeds per sample."""
 
     def __init__(self, cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, float]) -> None:
-        self.geometry = Augment(scale=crop_scale, hflip=cfg.flips, vflip=cfg.flips, rot90=cfg.rot90)
+        vflip = cfg.flips and cfg.vflip
+        self.geometry = Augment(scale=crop_scale, hflip=cfg.flips, vflip=vflip, rot90=cfg.rot90)
         self.size = spec.chip_size if cfg.shift > 0 else None  # output size when chips have a margin
         self.speckle = SpeckleConfig(fraction=cfg.speckle) if cfg.speckle > 0 else None
         self.cfg = cfg

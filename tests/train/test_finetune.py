@@ -468,3 +468,15 @@ def test_bad_shift_is_refused(tmp_path, task, shift, msg):
     with pytest.raises(UsageError, match=msg):
         ft.finetune(cfg, tmp_path / "w.safetensors", seeds=[0])
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_vflip_off_keeps_up_and_down():
+    spec = labelled.InputSpec(labelled.detect_scaling(np.zeros((1, 4, 4), np.uint8)), [0.0], [1.0], 4)
+    x = torch.arange(16.0).view(1, 4, 4)  # [C, S, S]
+    torch.manual_seed(0)
+    cfg = ft.AugmentConfig(flips=True, vflip=False, rot90=False, crop_scale=(1.0, 1.0))
+    outs = [ft._augmenter(cfg, spec, cfg.crop_scale)(x) for _ in range(30)]
+    assert all(torch.equal(o, x) or torch.equal(o, x.flip(-1)) for o in outs)  # left-right only
+    assert any(torch.equal(o, x.flip(-1)) for o in outs)
+    cfg = ft.AugmentConfig(flips=True, rot90=False, crop_scale=(1.0, 1.0))  # default: both axes
+    assert any(torch.equal(ft._augmenter(cfg, spec, cfg.crop_scale)(x), x.flip(-2)) for _ in range(30))
