@@ -348,9 +348,8 @@ def prepare_classification(cfg: FinetuneConfig, seed: int, start: Start | None) 
         )
     size = d.chip_size or (start.enc.img_size if start else 224)
     spec = _spec(cfg, raws, start, size)
-    augment = _augmenter(cfg.augment, spec, cfg.augment.crop_scale)
-    margin = cfg.augment.shift if augment is not None else 0
-    train_ds: Dataset = L.ChipDataset(raws, labels, spec, augment, margin)
+    augment = _augmenter(cfg.augment, spec, cfg.augment.crop_scale)  # not None when shift > 0
+    train_ds: Dataset = L.ChipDataset(raws, labels, spec, augment, cfg.augment.shift)
     if d.balance:
         train_ds = Subset(train_ds, L.balanced_indices(labels, seed))
     k = len(index.class_names)
