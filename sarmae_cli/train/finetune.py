@@ -105,6 +105,7 @@ class AugmentConfig:
     vflip: bool = True  # with flips: up-down too (off: left-right only, shadows keep their side)
     rot90: bool = True
     crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area (classification)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # its aspect-ratio range ([1, 1]: square crops)
     shift: int = 0  # random translation of up to N input pixels, real context (classification)
     speckle: float = 0.0  # probability of extra multiplicative speckle (SARE-style, gamma looks 1-10)
     intensity: float = 0.0  # probability of a random radiometric change (gain, offset, gamma)
@@ -259,6 +260,17 @@ def _spec(cfg: FinetuneConfig, raws: list[np.ndarray], start: Start | None, size
     return L.InputSpec(scaling, list(mean), list(std), size, cfg.data.fit, cfg.data.crop)
 
 
+def _check_range(name: str, value: Any, upper: float | None, hint: str) -> None:
+    """Refuse a [low, high] config pair that is not two numbers with 0 < low <= high (<= upper)."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be two numbers [low, high] ({hint}), got {value!r}") from None
+    if not (0 < lo <= hi and (upper is None or hi <= upper)):
+        bound = f" <= {upper:g}" if upper is not None else ""
+        raise UsageError(f"{name} must satisfy 0 < low <= high{bound} ({hint}), got {value!r}")
+
+
 def _augmenter(cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, float]) -> SarAugment | None:
     changes_values = cfg.speckle > 0 or cfg.intensity > 0
     moves = cfg.flips or cfg.rot90 or cfg.shift > 0 or tuple(crop_scale) != (1.0, 1.0)
@@ -278,7 +290,8 @@ class SarAugment:
 
     def __init__(self, cfg: AugmentConfig, spec: L.InputSpec, crop_scale: tuple[float, float]) -> None:
         vflip = cfg.flips and cfg.vflip
-        self.geometry = Augment(scale=crop_scale, hflip=cfg.flips, vflip=vflip, rot90=cfg.rot90)
+        ratio = (float(cfg.crop_ratio[0]), float(cfg.crop_ratio[1]))
+        self.geometry = Augment(scale=crop_scale, ratio=ratio, hflip=cfg.flips, vflip=vflip, rot90=cfg.rot90)
         self.size = spec.chip_size if cfg.shift > 0 else None  # output size when chips have a margin
         self.speckle = SpeckleConfig(fraction=cfg.speckle) if cfg.speckle > 0 else None
         self.cfg = cfg
@@ -558,6 +571,8 @@ def finetune(
         raise UsageError(f"model.refine must be >= 0 (0: no pixel refiner), got {cfg.model.refine}")
     if cfg.augment.shift < 0:
         raise UsageError(f"augment.shift must be >= 0 pixels, got {cfg.augment.shift}")
+    _check_range("augment.crop_scale", cfg.augment.crop_scale, upper=1.0, hint="area fractions in (0, 1]")
+    _check_range("augment.crop_ratio", cfg.augment.crop_ratio, upper=None, hint="width / height, e.g. [1, 1]")
     if cfg.augment.shift and cfg.task == "segmentation":
         raise UsageError("augment.shift applies to classification; segmentation already cuts random crops")
     env = distributed.setup(cfg.loop.device)

@@ -480,3 +480,34 @@ def test_vflip_off_keeps_up_and_down():
     assert any(torch.equal(o, x.flip(-1)) for o in outs)
     cfg = ft.AugmentConfig(flips=True, rot90=False, crop_scale=(1.0, 1.0))  # default: both axes
     assert any(torch.equal(ft._augmenter(cfg, spec, cfg.crop_scale)(x), x.flip(-2)) for _ in range(30))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "msg"),
+    [
+        ("crop_scale", [0.0, 1.0], "augment.crop_scale must satisfy 0 < low <= high <= 1"),
+        ("crop_scale", [0.9, 0.8], "augment.crop_scale must satisfy"),
+        ("crop_scale", [0.8, 1.2], "augment.crop_scale must satisfy"),
+        ("crop_ratio", [1.3, 0.7], "augment.crop_ratio must satisfy 0 < low <= high"),
+        ("crop_ratio", "square", "augment.crop_ratio must be two numbers"),
+    ],
+)
+def test_bad_crop_range_is_refused(tmp_path, key, value, msg):
+    cfg = ft.resolve_config("classification", {"augment": {key: value}, "data": {"train": str(tmp_path)}})
+    with pytest.raises(UsageError, match=msg):
+        ft.finetune(cfg, tmp_path / "w.safetensors", seeds=[0])
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_square_crops_keep_the_aspect_ratio():
+    """crop_ratio [1, 1]: every crop box is square, so a circle stays round; the default
+    ratio range gives non-square boxes."""
+    spec = labelled.InputSpec(labelled.detect_scaling(np.zeros((1, 4, 4), np.uint8)), [0.0], [1.0], 4)
+    rng = np.random.default_rng(0)
+    cfg = ft.AugmentConfig(flips=False, rot90=False, crop_scale=(0.3, 0.9), crop_ratio=(1.0, 1.0))
+    boxes = [ft._augmenter(cfg, spec, cfg.crop_scale).geometry.sample(rng).box for _ in range(50)]
+    assert all(abs(h - w) < 1e-9 for _, _, h, w in boxes)
+    assert len({round(h, 6) for _, _, h, _ in boxes}) > 10  # the size still varies
+    cfg = ft.AugmentConfig(flips=False, rot90=False, crop_scale=(0.3, 0.9))
+    boxes = [ft._augmenter(cfg, spec, cfg.crop_scale).geometry.sample(rng).box for _ in range(50)]
+    assert max(abs(h / w - 1) for _, _, h, w in boxes) > 0.1
