@@ -95,6 +95,16 @@ def finetune(
     weights: Annotated[
         Path | None, typer.Option("--weights", "-w", help="Weights to evaluate (--eval-only).")
     ] = None,
+    tta: Annotated[
+        int,
+        typer.Option(
+            "--tta",
+            min=1,
+            max=6,
+            help="With --eval-only, classification: average 1-6 crop views per chip (the chip, its "
+            "centre and four corners at 85 % of the area; default 1 = one pass).",
+        ),
+    ] = 1,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Batch size.")] = None,
     lr: Annotated[
         float | None, typer.Option("--lr", help="Peak learning rate (default blr x batch / 256).")
@@ -183,13 +193,27 @@ def finetune(
     $ sarmae finetune --task segmentation ombria_s1/train --val ombria_s1/test -o water.safetensors
 
     $ sarmae finetune --eval-only mstar10/test --weights mstar.safetensors
+
+    $ sarmae finetune --eval-only mstar10/test --weights mstar.safetensors --tta 6
     """
     dev = resolve_device(device)
     if eval_only:
         _evaluate(
-            train, weights, output, dev, pairing, mask_values, ignore_value, batch_size, overwrite, json_out
+            train,
+            weights,
+            output,
+            dev,
+            pairing,
+            mask_values,
+            ignore_value,
+            batch_size,
+            overwrite,
+            json_out,
+            tta,
         )
         return
+    if tta > 1:
+        raise UsageError("--tta applies to --eval-only; evaluate the trained weights with it afterwards")
     if task is None:
         raise UsageError("--task is required to train: classification or segmentation")
     if output is None:
@@ -270,6 +294,7 @@ def _evaluate(
     batch_size: int | None,
     overwrite: bool,
     json_out: bool,
+    tta: int = 1,
 ) -> None:
     if weights is None:
         raise UsageError("--eval-only needs --weights WEIGHTS (a fine-tuned .safetensors file)")
@@ -283,7 +308,7 @@ def _evaluate(
         "ignore_value": ignore_value,
     }
     m, meta = ft.evaluate_weights(
-        weights, data, device, {k: v for k, v in overrides.items() if v is not None}, batch_size or 32
+        weights, data, device, {k: v for k, v in overrides.items() if v is not None}, batch_size or 32, tta
     )
     if output is not None:
         metrics.write_json(m, output, overwrite)

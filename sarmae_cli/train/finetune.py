@@ -493,19 +493,22 @@ def evaluate(
     batch_size: int = 32,
     tile: int | None = None,
     stride: int | None = None,
+    tta: int = 1,
 ) -> dict[str, Any]:
-    """Metrics of `model` on validation data: classification chips in batches; segmentation
-    images whole, by sliding window (`tile`, `stride`)."""
+    """Metrics of `model` on validation data: classification chips in batches (averaged over
+    `tta` crop views, `metrics.multicrop_tta`); segmentation images whole, by sliding window
+    (`tile`, `stride`)."""
     model = model.to(device).eval()
     k = len(class_names)
     cm = np.zeros((k, k), np.int64)
     with autocast(device):
         if task == "classification":
+            forward = metrics.multicrop_tta(model, tta) if tta > 1 else model
             for i in range(0, len(val), batch_size):
                 items = [val[j] for j in range(i, min(i + batch_size, len(val)))]
                 x = torch.stack([it[0] for it in items]).to(device)  # [B, C, S, S]
                 y = torch.stack([it[1] for it in items])  # [B]
-                cm += metrics.confusion_matrix(model(x).argmax(1), y, k)
+                cm += metrics.confusion_matrix(forward(x).argmax(1), y, k)
             return metrics.classification_metrics(cm, class_names)
         assert tile is not None
         for i in range(len(val)):
@@ -712,10 +715,11 @@ def evaluate_weights(
     device: torch.device,
     overrides: dict[str, Any] | None = None,
     batch_size: int = 32,
+    tta: int = 1,
 ) -> tuple[dict[str, Any], WeightsMeta]:
     """Metrics of a fine-tuned weights file on a labelled set, with the preprocessing, classes
     and mask coding stored in the weights (`overrides`: pairing, mask_values, ignore_value,
-    eval_stride)."""
+    eval_stride; `tta`: crop views averaged per chip, classification only)."""
     o = overrides or {}
     model, meta = load_model(Path(weights))
     if meta.task not in TASKS or not meta.class_names:
@@ -732,8 +736,11 @@ def evaluate_weights(
         raws, labels = L.load_chips(index.samples, report)
         _check_bands(raws[0].shape[0], meta, weights)
         val: Any = L.ChipDataset(raws, labels, spec)
-        m = evaluate(model, val, meta.task, names, device, batch_size)
+        m = evaluate(model, val, meta.task, names, device, batch_size, tta=tta)
+        m["tta"] = tta
     else:
+        if tta > 1:
+            raise UsageError("--tta applies to classification weights; segmentation is scored in one pass")
         pairing = L.Pairing.parse(o["pairing"]) if o.get("pairing") else None
         pairs, _ = L.scan_segmentation(Path(data), pairing)
         images, masks, _ = L.load_pairs(pairs, report)

@@ -133,6 +133,37 @@ def dihedral_tta(
     return run
 
 
+#: Views of `multicrop_tta`: None is the whole chip; (row, col) the corner of a crop in units of
+#: the free margin (0.5, 0.5 = centred). Identity first, then the centre, then the four corners.
+MULTICROP = [None, (0.5, 0.5), (0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]
+
+
+def multicrop_tta(
+    model: Callable[[torch.Tensor], torch.Tensor], n: int, scale: float = 0.85
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`model` averaged over the first `n` views of `MULTICROP`: chips [B, C, S, S] -> log of the
+    mean class probabilities [B, K] (usable as logits). Each crop keeps `scale` of the area
+    (side round(sqrt(scale) * S)) and is resized back to S, like the training crops."""
+    if not 1 <= n <= len(MULTICROP):
+        raise ValueError(f"multicrop_tta takes 1 to {len(MULTICROP)} views, not {n}")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        s = x.shape[-1]
+        c = round(scale**0.5 * s)
+        total = torch.zeros(())
+        for view in MULTICROP[:n]:
+            if view is None:
+                xv = x
+            else:
+                y0, x0 = int(view[0] * (s - c)), int(view[1] * (s - c))  # floor: centre 2 px in of 5
+                crop = x[..., y0 : y0 + c, x0 : x0 + c]  # [B, C, c, c]
+                xv = F.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False)
+            total = total + model(xv).float().softmax(1)  # [B, K]
+        return (total / n).clamp_min(1e-8).log()
+
+    return run
+
+
 def mean_std(values: Iterable[float | None]) -> dict[str, float | None]:
     """Mean and sample standard deviation (n-1; 0 for one value) of the non-None values."""
     v = [float(x) for x in values if x is not None]

@@ -108,7 +108,9 @@ def test_classification_learns_and_saves_self_describing_weights(mstar, tmp_path
 
     # the loaded weights predict exactly what the evaluation measured
     m, _ = ft.evaluate_weights(out, val, torch.device("cpu"))
-    assert m["confusion_matrix"] == run["confusion_matrix"]
+    assert m["confusion_matrix"] == run["confusion_matrix"] and m["tta"] == 1
+    m6, _ = ft.evaluate_weights(out, val, torch.device("cpu"), tta=6)  # six crop views per chip
+    assert m6["tta"] == 6 and np.sum(m6["confusion_matrix"]) == 18
 
 
 @pytest.mark.parametrize("crop", [None, 48])
@@ -219,6 +221,9 @@ def test_segmentation_on_ombria_and_eval_only(ombria, tmp_path, invoke):
     assert r.exit_code == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["confusion_matrix"] == run["confusion_matrix"] and m["miou"] == pytest.approx(run["miou"])
+    r = invoke("finetune", "--eval-only", val, "--weights", out, "--tta", "6", "-o", tmp_path / "m.json")
+    _one_line(r, 2, "--tta applies to classification weights")
+    assert not (tmp_path / "m.json").exists()
 
 
 def test_negative_refine_is_refused(tmp_path):
@@ -321,6 +326,9 @@ def test_cli_bad_inputs(mstar, tmp_path, invoke, monkeypatch):
     _one_line(r, 2, "unknown config key(s) loop.bogus")
     r = invoke("finetune", "--eval-only", val)
     _one_line(r, 2, "--eval-only needs --weights")
+    r = invoke("finetune", "--task", "classification", train, "--tta", "6", "-o", out)
+    _one_line(r, 2, "--tta applies to --eval-only")
+    assert not out.exists()
 
     # weights whose classes, bands or task cannot serve the dataset
     enc = preset("tiny", in_chans=1, img_size=32, depth=2)

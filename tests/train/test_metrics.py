@@ -12,6 +12,7 @@ from sarmae_cli.train.metrics import (
     dihedral_tta,
     format_pm,
     mean_std,
+    multicrop_tta,
     save_confusion_png,
     segmentation_metrics,
     sliding_window_logits,
@@ -141,3 +142,30 @@ def test_dihedral_tta_leaves_an_equivariant_model_unchanged():
     x = torch.randn(1, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(dihedral_tta(conv, 8)(x), conv(x).log_softmax(1), atol=1e-5)
+
+
+def test_multicrop_tta_averages_the_views_of_the_training_crops():
+    seen: list[torch.Tensor] = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:  # [B, C, S, S] -> [B, 2]: logits from the mean
+        seen.append(x)
+        m = x.mean((1, 2, 3)) / 100
+        return torch.stack([m, -m], 1)
+
+    x = torch.arange(400.0).reshape(1, 1, 20, 20).repeat(2, 1, 1, 1)  # rows increase downwards
+    x[1] *= -1
+    one = multicrop_tta(model, 1)(x)
+    assert torch.allclose(one.exp(), model(x).softmax(1), atol=1e-6)  # n=1: the model itself
+    seen.clear()
+    out = multicrop_tta(model, 6)(x)  # [B, 2] log of the mean probabilities
+    assert out.shape == (2, 2) and torch.allclose(out.exp().sum(1), torch.ones(2), atol=1e-6)
+    assert len(seen) == 6 and all(v.shape == x.shape for v in seen)  # every view resized back
+    means = [float(v[0].mean()) for v in seen]
+    assert means[0] == pytest.approx(199.5) and means[1] == pytest.approx(199.5)  # chip, centre
+    # crops of 18 px (round(sqrt(0.85) * 20)): the top corners are darker than the bottom ones
+    assert means[2] < means[1] < means[4] and means[3] < means[5]
+    views = list(seen)  # the model appends to `seen`
+    expected = torch.stack([model(v).softmax(1) for v in views]).mean(0).log()
+    assert torch.allclose(out, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="1 to 6 views"):
+        multicrop_tta(model, 7)
