@@ -130,7 +130,13 @@ def finetune(
         bool, typer.Option("--linear-probe", help="Freeze the encoder; train only the head.")
     ] = False,
     val_fraction: Annotated[
-        float | None, typer.Option("--val-fraction", min=0.0, max=0.9, help="Held-out share without --val.")
+        float | None,
+        typer.Option(
+            "--val-fraction",
+            min=0.0,
+            max=0.9,
+            help="Held-out share without --val (with --eval-only: score only that share).",
+        ),
     ] = None,
     balance: Annotated[bool, typer.Option("--balance", help="Oversample classes to equal counts.")] = False,
     speckle: Annotated[
@@ -195,6 +201,8 @@ def finetune(
     $ sarmae finetune --eval-only mstar10/test --weights mstar.safetensors
 
     $ sarmae finetune --eval-only mstar10/test --weights mstar.safetensors --tta 6
+
+    $ sarmae finetune --eval-only mstar10/train --val-fraction 0.2 --weights sel.safetensors
     """
     dev = resolve_device(device)
     if eval_only:
@@ -209,7 +217,8 @@ def finetune(
             batch_size,
             overwrite,
             json_out,
-            tta,
+            tta=tta,
+            holdout=val_fraction,
         )
         return
     if tta > 1:
@@ -295,6 +304,7 @@ def _evaluate(
     overwrite: bool,
     json_out: bool,
     tta: int = 1,
+    holdout: float | None = None,
 ) -> None:
     if weights is None:
         raise UsageError("--eval-only needs --weights WEIGHTS (a fine-tuned .safetensors file)")
@@ -308,7 +318,13 @@ def _evaluate(
         "ignore_value": ignore_value,
     }
     m, meta = ft.evaluate_weights(
-        weights, data, device, {k: v for k, v in overrides.items() if v is not None}, batch_size or 32, tta
+        weights,
+        data,
+        device,
+        {k: v for k, v in overrides.items() if v is not None},
+        batch_size or 32,
+        tta,
+        holdout,
     )
     if output is not None:
         metrics.write_json(m, output, overwrite)

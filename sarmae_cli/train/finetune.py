@@ -716,12 +716,16 @@ def evaluate_weights(
     overrides: dict[str, Any] | None = None,
     batch_size: int = 32,
     tta: int = 1,
+    holdout: float | None = None,
 ) -> tuple[dict[str, Any], WeightsMeta]:
     """Metrics of a fine-tuned weights file on a labelled set, with the preprocessing, classes
     and mask coding stored in the weights (`overrides`: pairing, mask_values, ignore_value,
-    eval_stride; `tta`: crop views averaged per chip, classification only)."""
+    eval_stride; `tta`: crop views averaged per chip, classification only). With `holdout`,
+    only the share of `data` that `--val-fraction holdout` held out is scored (the split seed
+    stored in the weights, else 0)."""
     o = overrides or {}
     model, meta = load_model(Path(weights))
+    split_seed = int(meta.training.get("config", {}).get("data", {}).get("split_seed") or 0)
     if meta.task not in TASKS or not meta.class_names:
         raise WeightsError(
             f"{weights} is {meta.task!r} weights without a task head; evaluate classification or "
@@ -733,7 +737,10 @@ def evaluate_weights(
     names = list(meta.class_names)
     if meta.task == "classification":
         index = L.scan_classification(Path(data), names)
-        raws, labels = L.load_chips(index.samples, report)
+        samples = index.samples
+        if holdout:
+            samples = L.holdout_split(samples, holdout, split_seed)[1]
+        raws, labels = L.load_chips(samples, report)
         _check_bands(raws[0].shape[0], meta, weights)
         val: Any = L.ChipDataset(raws, labels, spec)
         m = evaluate(model, val, meta.task, names, device, batch_size, tta=tta)
@@ -743,6 +750,8 @@ def evaluate_weights(
             raise UsageError("--tta applies to classification weights; segmentation is scored in one pass")
         pairing = L.Pairing.parse(o["pairing"]) if o.get("pairing") else None
         pairs, _ = L.scan_segmentation(Path(data), pairing)
+        if holdout:
+            pairs = L.holdout_pairs(pairs, holdout, split_seed)[1]
         images, masks, _ = L.load_pairs(pairs, report)
         _check_bands(images[0].shape[0], meta, weights)
         values = o.get("mask_values") or meta.training.get("mask_values") or list(range(len(names)))
@@ -757,7 +766,7 @@ def evaluate_weights(
     m["skipped_files"] = report.num_skipped
     m["skipped"] = report.skipped[:20]
     m["weights"] = str(weights)
-    m["data"] = str(data)
+    m["data"] = f"{holdout:g} of {data} (split seed {split_seed})" if holdout else str(data)
     return m, meta
 
 

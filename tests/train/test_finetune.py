@@ -113,6 +113,22 @@ def test_classification_learns_and_saves_self_describing_weights(mstar, tmp_path
     assert m6["tta"] == 6 and np.sum(m6["confusion_matrix"]) == 18
 
 
+def test_eval_only_scores_the_share_a_val_fraction_run_held_out(mstar, tmp_path, invoke):
+    train, _ = mstar
+    out = tmp_path / "sel.safetensors"
+    cfg = _cls_cfg(train, None, max_steps=3)
+    cfg.data.val, cfg.data.val_fraction, cfg.data.split_seed = None, 0.25, 3
+    run = ft.finetune(cfg, out, seeds=[0])["runs"][0]
+    assert run["num_samples"] == 9  # 3 of each class's 12 chips
+    r = invoke("finetune", "--eval-only", train, "-w", out, "--val-fraction", "0.25", "--json")
+    assert r.exit_code == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["confusion_matrix"] == run["confusion_matrix"]  # the same 9 chips, the stored split seed
+    assert m["data"] == f"0.25 of {train} (split seed 3)"
+    whole = json.loads(invoke("finetune", "--eval-only", train, "-w", out, "--json").stdout)
+    assert whole["num_samples"] == 36
+
+
 @pytest.mark.parametrize("crop", [None, 48])
 def test_saved_classifier_predicts_the_same_in_classify(mstar, tmp_path, invoke, crop):
     train, val = mstar
