@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.data import Mixup
 from timm.layers import resample_abs_pos_embed
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
@@ -112,6 +114,8 @@ class AugmentConfig:
     gain: tuple[float, float] = (0.75, 1.3)  # contrast factor about the chip mean, in [0, 1] units
     offset: tuple[float, float] = (-0.12, 0.12)  # brightness shift, in [0, 1] units (~ +-4 dB)
     gamma: tuple[float, float] = (0.7, 1.4)  # power-law exponent
+    mixup: float = 0.0  # mixup alpha (classification; 0: off), timm.data.Mixup
+    cutmix: float = 0.0  # cutmix alpha (classification; 0: off); with both, each batch takes one
 
 
 @dataclass
@@ -445,6 +449,23 @@ def _peek_bands(cfg: FinetuneConfig) -> int:
 # --------------------------------------------------------------------------- training tasks
 
 
+def _check_mixing(cfg: FinetuneConfig) -> None:
+    a = cfg.augment
+    if a.mixup < 0 or a.cutmix < 0:
+        raise UsageError(f"augment.mixup and augment.cutmix are alphas >= 0, got {a.mixup} and {a.cutmix}")
+    if not (a.mixup or a.cutmix):
+        return
+    if cfg.task != "classification":
+        raise UsageError("augment.mixup / augment.cutmix apply to classification; set them to 0")
+    if cfg.class_weights:
+        raise UsageError("class_weights cannot be combined with augment.mixup / augment.cutmix; drop one")
+    if cfg.loop.batch_size % 2:
+        raise UsageError(
+            "mixup and cutmix pair the chips of a batch: give an even --batch-size, "
+            f"not {cfg.loop.batch_size}"
+        )
+
+
 def class_weight_tensor(weights: list[float] | None, num_classes: int) -> torch.Tensor | None:
     """The cross-entropy class weights [K], checked against the class count (None: equal)."""
     if weights is None:
@@ -463,8 +484,16 @@ class FinetuneTask(TrainTask):
         self.model = model
         self.cfg = cfg
         weight = class_weight_tensor(cfg.class_weights, num_classes)
-        if cfg.task == "classification":
-            self.loss: nn.Module = nn.CrossEntropyLoss(weight, label_smoothing=cfg.label_smoothing)
+        self.mixup: Mixup | None = None
+        a = cfg.augment
+        if cfg.task == "classification" and (a.mixup or a.cutmix):
+            # mixed soft targets with the label smoothing folded in (the DeiT / MAE fine-tuning recipe)
+            self.mixup = Mixup(
+                a.mixup, a.cutmix, label_smoothing=cfg.label_smoothing, num_classes=num_classes
+            )
+            self.loss: nn.Module = SoftTargetCrossEntropy()
+        elif cfg.task == "classification":
+            self.loss = nn.CrossEntropyLoss(weight, label_smoothing=cfg.label_smoothing)
         else:
             self.loss = SegmentationLoss(L.IGNORE_INDEX, cfg.dice_weight, weight)
 
@@ -473,8 +502,11 @@ class FinetuneTask(TrainTask):
 
     def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch  # [B, C, S, S], [B] or [B, S, S]
+        target = y
+        if self.mixup is not None:
+            x, target = self.mixup(x, y)  # mixed chips, soft targets [B, K]
         logits = model(x)  # [B, K] or [B, K, S, S]
-        loss = self.loss.to(logits.device)(logits.float(), y)
+        loss = self.loss.to(logits.device)(logits.float(), target)
         valid = y != L.IGNORE_INDEX
         acc = ((logits.argmax(1) == y) & valid).sum() / valid.sum().clamp_min(1)
         return loss, {"acc": float(acc)}
@@ -578,6 +610,7 @@ def finetune(
     _check_range("augment.crop_ratio", cfg.augment.crop_ratio, upper=None, hint="width / height, e.g. [1, 1]")
     if cfg.augment.shift and cfg.task == "segmentation":
         raise UsageError("augment.shift applies to classification; segmentation already cuts random crops")
+    _check_mixing(cfg)
     env = distributed.setup(cfg.loop.device)
     if env.is_main:
         check_output(output, overwrite or resume)

@@ -535,3 +535,54 @@ def test_square_crops_keep_the_aspect_ratio():
     cfg = ft.AugmentConfig(flips=False, rot90=False, crop_scale=(0.3, 0.9))
     boxes = [ft._augmenter(cfg, spec, cfg.crop_scale).geometry.sample(rng).box for _ in range(50)]
     assert max(abs(h / w - 1) for _, _, h, w in boxes) > 0.1
+
+
+def test_mixup_and_cutmix_train_on_mixed_chips_with_soft_targets(mstar, tmp_path):
+    train, val = mstar
+    cfg = _cls_cfg(train, val, max_steps=3)
+    cfg.augment.mixup, cfg.augment.cutmix = 0.8, 1.0
+    seen: list[torch.Tensor] = []
+
+    class Spy(torch.nn.Module):  # [B, C, S, S] -> [B, 3]: records what the model is given
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return x.mean((1, 2, 3))[:, None] * self.w
+
+    task = ft.FinetuneTask(Spy(), cfg, 3)
+    x = torch.stack([torch.full((1, 32, 32), float(i)) for i in range(4)])  # chip i holds the value i
+    y = torch.tensor([0, 1, 2, 0])
+    np.random.seed(0)  # timm's Mixup draws from numpy's global generator (saved in checkpoints)
+    for _ in range(8):
+        loss, m = task.training_step(task.model, (x.clone(), y))
+        # all-zero logits: the loss is the cross-entropy against a soft target, log 3
+        assert loss.item() == pytest.approx(np.log(3), rel=1e-5) and 0 <= m["acc"] <= 1
+    first = [v[0] for v in seen]  # chip 0, mixed with chip 3
+    assert all(not torch.equal(v, x) for v in seen)  # every batch was mixed (prob 1)
+    blended = [c for c in first if len(torch.unique(c)) == 1 and 0 < float(c[0, 0, 0]) < 3]
+    pasted = [c for c in first if set(torch.unique(c).tolist()) == {0.0, 3.0}]
+    assert blended and pasted and len(blended) + len(pasted) == 8  # mixup and cutmix batches
+
+    out = tmp_path / "mix.safetensors"
+    doc = ft.finetune(cfg, out, seeds=[0])  # end to end: trains, evaluates, saves
+    assert doc["runs"][0]["steps"] == 3
+    assert load_model(out)[1].training["config"]["augment"]["mixup"] == 0.8
+
+
+@pytest.mark.parametrize(
+    ("task", "layer", "msg"),
+    [
+        ("classification", {"augment": {"mixup": -0.1}}, "alphas >= 0"),
+        ("segmentation", {"augment": {"cutmix": 1.0}}, "apply to classification"),
+        ("classification", {"augment": {"mixup": 0.8}, "class_weights": [1, 2]}, "class_weights cannot"),
+        ("classification", {"augment": {"mixup": 0.8}, "loop": {"batch_size": 7}}, "even --batch-size"),
+    ],
+)
+def test_bad_mixing_is_refused(tmp_path, task, layer, msg):
+    cfg = ft.resolve_config(task, {**layer, "data": {"train": str(tmp_path)}})
+    with pytest.raises(UsageError, match=msg):
+        ft.finetune(cfg, tmp_path / "w.safetensors", seeds=[0])
+    assert not (tmp_path / "w.safetensors").exists()
