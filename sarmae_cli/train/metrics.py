@@ -155,7 +155,7 @@ def multicrop_tta(
             if view is None:
                 xv = x
             else:
-                y0, x0 = int(view[0] * (s - c)), int(view[1] * (s - c))  # floor: centre 2 px in of 5
+                y0, x0 = int(view[0] * (s - c)), int(view[1] * (s - c))  # floored: 2 px in at 64
                 crop = x[..., y0 : y0 + c, x0 : x0 + c]  # [B, C, c, c]
                 xv = F.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False)
             total = total + model(xv).float().softmax(1)  # [B, K]
