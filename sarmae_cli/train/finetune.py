@@ -507,6 +507,8 @@ class FinetuneTask(TrainTask):
             x, target = self.mixup(x, y)  # mixed chips, soft targets [B, K]
         logits = model(x)  # [B, K] or [B, K, S, S]
         loss = self.loss.to(logits.device)(logits.float(), target)
+        if self.mixup is not None:
+            y = target.argmax(1)  # the larger component of each mixed chip
         valid = y != L.IGNORE_INDEX
         acc = ((logits.argmax(1) == y) & valid).sum() / valid.sum().clamp_min(1)
         return loss, {"acc": float(acc)}

@@ -565,6 +565,10 @@ def test_mixup_and_cutmix_train_on_mixed_chips_with_soft_targets(mstar, tmp_path
     blended = [c for c in first if len(torch.unique(c)) == 1 and 0 < float(c[0, 0, 0]) < 3]
     pasted = [c for c in first if set(torch.unique(c).tolist()) == {0.0, 3.0}]
     assert blended and pasted and len(blended) + len(pasted) == 8  # mixup and cutmix batches
+    # the training accuracy counts the larger component's class (all-zero logits pick class 0)
+    soft = torch.tensor([[0.6, 0.4, 0.0], [0.3, 0.7, 0.0], [0.55, 0.0, 0.45], [0.1, 0.0, 0.9]])
+    task.mixup = lambda xb, yb: (xb, soft)
+    assert task.training_step(task.model, (x.clone(), torch.tensor([1, 0, 2, 0])))[1]["acc"] == 0.5
 
     out = tmp_path / "mix.safetensors"
     doc = ft.finetune(cfg, out, seeds=[0])  # end to end: trains, evaluates, saves
