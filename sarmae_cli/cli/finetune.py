@@ -139,6 +139,24 @@ def finetune(
         ),
     ] = None,
     balance: Annotated[bool, typer.Option("--balance", help="Oversample classes to equal counts.")] = False,
+    unlabelled: Annotated[
+        str | None,
+        typer.Option(
+            "--unlabelled",
+            help="Self-training: chips without labels, 'rest' (the training chips --shots/--fraction "
+            "left out) or a folder; --teacher labels them.",
+        ),
+    ] = None,
+    teacher: Annotated[
+        Path | None,
+        typer.Option("--teacher", help="Classification weights that pseudo-label --unlabelled chips."),
+    ] = None,
+    pseudo_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--pseudo-threshold", help="Keep pseudo-labels whose teacher confidence is at least this (0.9)."
+        ),
+    ] = None,
     speckle: Annotated[
         float | None, typer.Option("--speckle", min=0.0, max=1.0, help="Probability of speckle augmentation.")
     ] = None,
@@ -240,6 +258,9 @@ def finetune(
             "crop": crop,
             "val_fraction": val_fraction,
             "balance": balance or None,
+            "unlabelled": unlabelled,
+            "teacher": str(teacher) if teacher else None,
+            "pseudo_threshold": pseudo_threshold,
             "pairing": pairing,
             "mask_values": _ints(mask_values, "--mask-values"),
             "ignore_value": ignore_value,

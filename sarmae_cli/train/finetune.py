@@ -49,9 +49,9 @@ from sarmae_cli.model.heads import (
     freeze_encoder,
     param_groups_lrd,
 )
-from sarmae_cli.model.runtime import autocast
+from sarmae_cli.model.runtime import autocast, resolve_device
 from sarmae_cli.outputs import check_output
-from sarmae_cli.train import distributed, metrics
+from sarmae_cli.train import distributed, metrics, pseudo
 from sarmae_cli.train.config import from_dict, merge_config, to_dict
 from sarmae_cli.train.loop import CHECKPOINT, EPOCH_LOG, LOG, LoopConfig, TrainTask, train
 
@@ -82,6 +82,9 @@ class DataConfig:
     mask_values: list[int] | None = None  # mask value of each class; default: detected
     ignore_value: int | None = -1  # mask value excluded from loss and metrics
     eval_stride: int | None = None  # sliding-window stride; default 3/4 of the chip
+    unlabelled: str | None = None  # self-training chips: "rest" (TRAIN's unchosen chips) or a folder
+    teacher: str | None = None  # classification weights that pseudo-label the unlabelled chips
+    pseudo_threshold: float = 0.9  # keep pseudo-labels with at least this softmax confidence
 
 
 @dataclass
@@ -358,6 +361,16 @@ def prepare_classification(cfg: FinetuneConfig, seed: int, start: Start | None) 
     chosen = L.select_protocol(index, pool, d.shots, d.fraction, seed)
     report = L.LoadReport()
     raws, labels = L.load_chips(chosen, report)
+    n_labelled = len(labels)
+    pseudo_info = None
+    if d.unlabelled:
+        assert d.teacher is not None  # _check_pseudo
+        device = resolve_device(cfg.loop.device)
+        extra = pseudo.pseudo_label(
+            d.unlabelled, Path(d.teacher), d.pseudo_threshold, pool, chosen, val_samples,
+            index.class_names, device, report,
+        )  # fmt: skip
+        raws, labels, pseudo_info = raws + extra.raws, labels + extra.labels, extra.info
     val_raws, val_labels = L.load_chips(val_samples, report)
     if val_raws[0].shape[0] != raws[0].shape[0]:
         raise L.DatasetError(
@@ -375,6 +388,7 @@ def prepare_classification(cfg: FinetuneConfig, seed: int, start: Start | None) 
         "train": d.train,
         "val": d.val or f"{d.val_fraction:g} of {d.train} per class (split seed {d.split_seed})",
         "train_counts": dict(zip(index.class_names, np.bincount(labels, minlength=k).tolist(), strict=True)),
+        **({"labelled_count": n_labelled, "pseudo": pseudo_info} if pseudo_info else {}),
         "val_count": len(val_labels),
         "skipped_files": report.num_skipped,
         "skipped": report.skipped[:20],
@@ -464,6 +478,23 @@ def _check_mixing(cfg: FinetuneConfig) -> None:
             "mixup and cutmix pair the chips of a batch: give an even --batch-size, "
             f"not {cfg.loop.batch_size}"
         )
+
+
+def _check_pseudo(cfg: FinetuneConfig) -> None:
+    """Self-training needs both the unlabelled chips and a teacher, for classification only."""
+    d = cfg.data
+    if not d.unlabelled and not d.teacher:
+        return
+    if cfg.task != "classification":
+        raise UsageError("--unlabelled/--teacher (self-training) apply to classification")
+    if not d.unlabelled or not d.teacher:
+        raise UsageError("self-training needs both --unlabelled (rest or a folder) and --teacher WEIGHTS")
+    if not Path(d.teacher).is_file():
+        raise UsageError(f"--teacher {d.teacher} not found; give a classification weights file")
+    if d.unlabelled != pseudo.REST and not Path(d.unlabelled).exists():
+        raise UsageError(f"--unlabelled {d.unlabelled} not found; give a folder of chips or 'rest'")
+    if not 0.0 < d.pseudo_threshold < 1.0:
+        raise UsageError(f"--pseudo-threshold must be in (0, 1), got {d.pseudo_threshold}")
 
 
 def class_weight_tensor(weights: list[float] | None, num_classes: int) -> torch.Tensor | None:
@@ -613,6 +644,7 @@ def finetune(
     if cfg.augment.shift and cfg.task == "segmentation":
         raise UsageError("augment.shift applies to classification; segmentation already cuts random crops")
     _check_mixing(cfg)
+    _check_pseudo(cfg)
     env = distributed.setup(cfg.loop.device)
     if env.is_main:
         check_output(output, overwrite or resume)

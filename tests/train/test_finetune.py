@@ -18,26 +18,9 @@ from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.model.factory import EncoderModel, load_model, save_model
 from sarmae_cli.model.heads import Classifier, SegmentationLoss, Segmenter, param_groups_lrd
 from sarmae_cli.train import finetune as ft
+from tests.train.conftest import CLASSES
 
-CLASSES = ("2S1", "BMP2", "T72")
 TINY = {"model": {"init": "random", "preset": "tiny", "depth": 2, "channels": 32, "decoder": "fpn"}}
-
-
-def _link_subset(src, dst, per_class, classes=CLASSES):
-    """A class-folder subset of real chips, as symbolic links (nothing is copied)."""
-    for c in classes:
-        (dst / c).mkdir(parents=True)
-        for f in sorted((src / c).iterdir())[:per_class]:
-            (dst / c / f.name).symlink_to(f)
-    return dst
-
-
-@pytest.fixture
-def mstar(data_dir, tmp_path):
-    root = data_dir / "mstar10"
-    train = _link_subset(root / "train", tmp_path / "train", 12)
-    val = _link_subset(root / "test", tmp_path / "val", 6)
-    return train, val
 
 
 @pytest.fixture
