@@ -493,8 +493,6 @@ def _check_pseudo(cfg: FinetuneConfig) -> None:
         raise UsageError(f"--teacher {d.teacher} not found; give a classification weights file")
     if d.unlabelled != pseudo.REST and not Path(d.unlabelled).exists():
         raise UsageError(f"--unlabelled {d.unlabelled} not found; give a folder of chips or 'rest'")
-    if not 0.0 < d.pseudo_threshold < 1.0:
-        raise UsageError(f"--pseudo-threshold must be in (0, 1), got {d.pseudo_threshold}")
 
 
 def class_weight_tensor(weights: list[float] | None, num_classes: int) -> torch.Tensor | None:
