@@ -24,6 +24,7 @@ from sarmae_cli.cli.options import (
     Threads,
     Tile,
     WeightsPath,
+    no_chip_done,
 )
 from sarmae_cli.errors import SarmaeError, UsageError
 from sarmae_cli.infer.api import Options, classify_chips, classify_scene, list_chips
@@ -124,14 +125,10 @@ def classify(
     with Reporter(quiet) as rep:
         opts.progress = rep.progress("chips")
         rows, failures = classify_chips(paths, models, opts, top_k)
+    if not rows:
+        raise no_chip_done("classified", failures)
     for f in failures:
         rep.warn(f"skipped {f['input']}: {f['error']}")
-    if not rows:
-        raise SarmaeError(
-            failures[0]["error"]
-            if len(failures) == 1
-            else f"no chip could be classified ({len(failures)} failed)"
-        )
     text = format_rows(rows, fmt, top_k)
     if output is None:
         typer.echo(text, nl=False)

@@ -22,8 +22,9 @@ from sarmae_cli.cli.options import (
     Threads,
     Tile,
     WeightsPath,
+    no_chip_done,
 )
-from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.api import Options, embed_chips, embed_scene, list_chips
 from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
 from sarmae_cli.infer.models import Models, resolve_weights
@@ -75,13 +76,13 @@ def embed(
         with Reporter(quiet) as rep:
             opts.progress = rep.progress(inputs[0].name)
             summary = embed_chips(list_chips(inputs), output, models, opts)
+        if not summary["embedded"]:
+            raise no_chip_done("embedded", summary["failed"])
         for f in summary["failed"]:
             rep.warn(f"skipped {f['input']}: {f['error']}")
         if json_summary:
             typer.echo(json.dumps({"command": "embed", **summary}, indent=2, default=str))
         rep.note(f"wrote {output} ({summary['embedded']} of {summary['inputs']} chips)")
-        if not summary["embedded"]:
-            raise SarmaeError(f"no chip could be embedded: {summary['failed'][0]['error']}")
         return
     paths = shard(expand_inputs(inputs))
     many = len(paths) > 1

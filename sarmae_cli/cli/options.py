@@ -72,8 +72,8 @@ InputScale = Annotated[
 
 
 class Reporter:
-    """Rich progress bars and notes on stderr (silent with -q), the summary table, and the
-    `--json` summary on stdout."""
+    """Rich progress bars (only when stderr is a terminal) and notes on stderr (silent with
+    -q), the summary table, and the `--json` summary on stdout."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -81,7 +81,7 @@ class Reporter:
         self._progress: Progress | None = None
 
     def __enter__(self) -> Reporter:
-        if not self.quiet:
+        if not self.quiet and self.console.is_terminal:  # a piped stderr gets no bar (nor its blank line)
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -151,3 +151,11 @@ class Reporter:
         failed = [r for r in results if r["status"] == "failed"]
         if failed:
             raise SarmaeError(f"{len(failed)} of {len(results)} input(s) failed: first: {failed[0]['error']}")
+
+
+def no_chip_done(verb: str, failures: list[dict[str, Any]]) -> SarmaeError:
+    """One error line for a chip run in which every chip failed (no per-chip warnings first)."""
+    first = failures[0]["error"]
+    if len(failures) == 1:
+        return SarmaeError(first)
+    return SarmaeError(f"no chip could be {verb}: all {len(failures)} failed; first: {first}")

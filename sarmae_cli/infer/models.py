@@ -29,6 +29,12 @@ SHIPPED = {
     "water": "sarmae_water.safetensors",
     "mstar": "sarmae_mstar.safetensors",
 }
+#: What each shipped file holds, and the command it is the default of.
+SHIPPED_KIND = {
+    "encoder": ("encoder", "embed"),
+    "water": ("segmentation", "segment"),
+    "mstar": ("classification", "classify"),
+}
 #: The weights task each command needs (embed takes the encoder of any weights file).
 COMMAND_TASKS = {
     "segment": ("segmentation",),
@@ -90,8 +96,15 @@ def resolve_weights(command: str, weights: Path | None, task: str | None) -> Pat
     task = task or DEFAULT_TASK[command]
     if task is None:
         raise UsageError(f"sarmae {command} needs --task (e.g. --task water) or --weights FILE")
+    fitting = [t for t in SHIPPED if SHIPPED_KIND[t][0] in COMMAND_TASKS[command]]
     if task not in SHIPPED:
-        raise UsageError(f"unknown --task {task!r}; shipped tasks: {', '.join(SHIPPED)}")
+        raise UsageError(f"unknown --task {task!r}; sarmae {command} takes --task {' or '.join(fitting)}")
+    if task not in fitting:
+        kind, used_by = SHIPPED_KIND[task]
+        raise UsageError(
+            f"--task {task} is the shipped {kind} model, not one for sarmae {command}: "
+            f"use `sarmae {used_by}` for it; sarmae {command} takes --task {' or '.join(fitting)}"
+        )
     path = shipped_path(task)
     if not path.is_file():
         raise missing_shipped(task, path)

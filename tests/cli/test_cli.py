@@ -84,3 +84,18 @@ def test_console_script_and_module_entry_points():
         check=False,
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["segment", "embed", "classify"])
+def test_error_without_quiet_is_one_line_in_a_pipe(command, tmp_path):
+    """With stderr piped (a shell pipeline, a log file) and no -q, an error is still exactly one
+    line: no progress bar and no blank line before it."""
+    missing = tmp_path / "missing.tif"
+    args = ["--task", "water"] if command == "segment" else []
+    r = subprocess.run(
+        [sys.executable, "-m", "sarmae_cli", command, *args, str(missing), "-o", str(tmp_path / "out.x")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 1 and r.stderr == f"Error: input not found: {missing}\n", repr(r.stderr)

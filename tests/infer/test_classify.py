@@ -5,6 +5,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.transform import Affine
 from rio_cogeo.cogeo import cog_validate
@@ -75,3 +76,24 @@ def test_classify_errors(invoke, weights_dir, tmp_path):
     )
     r = invoke("classify", d, "-w", weights_dir / "cls.safetensors", "--format", "xml")
     assert r.exit_code == 2 and "unknown --format 'xml'" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["classify", "embed"])
+def test_every_chip_failing_is_one_error_line(invoke, weights_dir, command, tmp_path):
+    """When no chip can be read there is nothing to warn about chip by chip: one error line
+    (the chip's own error for one chip), exit 1, and no output file."""
+    folder = tmp_path / "chips"
+    folder.mkdir()
+    for name in ("a.png", "b.tif"):
+        (folder / name).write_text("no image")
+    weights = weights_dir / ("cls1.safetensors" if command == "classify" else "enc1.safetensors")
+    out = tmp_path / ("out.csv" if command == "classify" else "out.parquet")
+    r = invoke(command, folder, "-o", out, "-w", weights)
+    verb = "classified" if command == "classify" else "embedded"
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"Error: no chip could be {verb}: all 2 failed; first: "), r.stderr
+    assert "a.png is not a readable raster" in r.stderr and "wrote" not in r.stderr
+    r = invoke(command, folder / "b.tif", "-o", out, "-w", weights)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("Error: ") and "b.tif is not a readable raster" in r.stderr
+    assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))

@@ -138,3 +138,26 @@ def test_list_verify_bad(invoke, shipped):
     r = invoke("weights", "list")
     assert r.exit_code == 1 and r.stdout.count("CORRUPTED") == 1 and "MISSING" not in r.stdout
     assert "sarmae_water.safetensors" in r.stdout and "sarmae_mstar.safetensors (corrupted)" in r.stderr
+
+
+MSTAR_FOR_SEGMENT = "--task mstar is the shipped classification model, not one for sarmae segment"
+ENCODER_FOR_SEGMENT = "--task encoder is the shipped encoder model, not one for sarmae segment"
+
+
+@pytest.mark.parametrize(
+    ("task", "needles"),
+    [
+        ("mstar", (MSTAR_FOR_SEGMENT, ": use `sarmae classify` for it;")),
+        ("encoder", (ENCODER_FOR_SEGMENT, ": use `sarmae embed` for it;")),
+        ("lava", ("unknown --task 'lava'",)),
+    ],
+)
+def test_segment_task_of_another_command(invoke, shipped, task, needles, tmp_path):
+    """A shipped task that is not a segmentation model is a usage error, not 'damaged weights'."""
+    scene = write_scene(tmp_path / "scene.tif", db_scene(40, 40)[:1])
+    r = invoke("segment", "--task", task, scene, "-o", tmp_path / "out.tif", "-q")
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    assert r.stderr.startswith("Error: " + needles[0]) and r.stderr.count("\n") == 1, r.stderr
+    assert all(n in r.stderr for n in needles), r.stderr
+    assert r.stderr.rstrip().endswith("sarmae segment takes --task water")
+    assert "damaged" not in r.stderr and not list(tmp_path.glob("out*"))
