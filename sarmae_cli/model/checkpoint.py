@@ -314,7 +314,13 @@ def _is_truncated(path: Path, msg: str) -> bool:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    """The gist of a load error. For torch's weights-only refusals that is the unpickler's own
+    complaint, not torch's preamble (which suggests `weights_only=False`, i.e. running code)."""
+    msg = str(e)
+    if "WeightsUnpickler error:" in msg:
+        detail = [ln.strip() for ln in msg.split("WeightsUnpickler error:", 1)[1].splitlines() if ln.strip()]
+        return f"unpickling refused: {detail[0][:200]}" if detail else "unpickling refused"
+    text = msg.strip().splitlines()
     return text[0][:200] if text else type(e).__name__
 
 

@@ -52,7 +52,9 @@ def test_import_bad_inputs(invoke, tiny_official, tmp_path):
     dst = tmp_path / "out.safetensors"
     text = tmp_path / "readme.pth"
     text.write_text("not a checkpoint")
-    _one_line_error(invoke("weights", "import", text, "-o", dst), 1, "not a PyTorch checkpoint")
+    r = invoke("weights", "import", text, "-o", dst)
+    _one_line_error(r, 1, "not a PyTorch checkpoint (unpickling refused: ")
+    assert "weights_only" not in r.stderr  # torch's advice to load unsafely is not passed on
     _one_line_error(invoke("weights", "import", tmp_path / "missing.pth", "-o", dst), 1, "not found")
 
     import timm
