@@ -25,8 +25,9 @@ from sarmae_cli.cli.options import (
     Tile,
     WeightsPath,
     no_chip_done,
+    some_chips_failed,
 )
-from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.api import Options, classify_chips, classify_scene, list_chips
 from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
 from sarmae_cli.infer.models import Models, resolve_weights
@@ -140,4 +141,4 @@ def classify(
         summary = {"command": "classify", "inputs": len(paths), "classified": len(rows), "failed": failures}
         typer.echo(json.dumps({**summary, "outputs": [str(output)], "device": str(models.device)}, indent=2))
     if failures:
-        raise SarmaeError(f"{len(failures)} of {len(paths)} chip(s) failed: first: {failures[0]['error']}")
+        raise some_chips_failed(failures, len(paths))

@@ -23,6 +23,7 @@ from sarmae_cli.cli.options import (
     Tile,
     WeightsPath,
     no_chip_done,
+    some_chips_failed,
 )
 from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.api import Options, embed_chips, embed_scene, list_chips
@@ -83,6 +84,8 @@ def embed(
         if json_summary:
             typer.echo(json.dumps({"command": "embed", **summary}, indent=2, default=str))
         rep.note(f"wrote {output} ({summary['embedded']} of {summary['inputs']} chips)")
+        if summary["failed"]:  # the file holds the others; the exit status says not all went well
+            raise some_chips_failed(summary["failed"], summary["inputs"])
         return
     paths = shard(expand_inputs(inputs))
     many = len(paths) > 1

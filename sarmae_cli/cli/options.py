@@ -159,3 +159,8 @@ def no_chip_done(verb: str, failures: list[dict[str, Any]]) -> SarmaeError:
     if len(failures) == 1:
         return SarmaeError(first)
     return SarmaeError(f"no chip could be {verb}: all {len(failures)} failed; first: {first}")
+
+
+def some_chips_failed(failures: list[dict[str, Any]], total: int) -> SarmaeError:
+    """The closing error of a chip run in which some chips failed (the others were written)."""
+    return SarmaeError(f"{len(failures)} of {total} chip(s) failed: first: {failures[0]['error']}")

@@ -80,6 +80,11 @@ def test_chips_folder_one_row_per_file(invoke, weights_dir, data_dir, tmp_path):
     assert len(gdf) == 6 and gdf.path.tolist() == [str(folder / c.name) for c in chips]
     assert gdf.crs is not None and gdf.geometry.notna().all()
     assert np.stack(gdf.embedding.to_numpy()).shape == (6, 48)
+    (folder / "zz_bad.tif").write_text("no image")  # one unreadable chip: the rest still written, exit 1
+    r = invoke("embed", folder, "-o", out, "--overwrite", "-w", weights_dir / "enc1.safetensors", "-q")
+    assert r.exit_code == 1 and len(gpd.read_parquet(out)) == 6, r.stderr
+    assert r.stderr.splitlines()[-1].startswith("Error: 1 of 7 chip(s) failed: first: ")
+    assert "Warning: skipped" in r.stderr and "zz_bad.tif" in r.stderr
 
 
 def test_embed_errors(invoke, weights_dir, scene, tmp_path, monkeypatch):
