@@ -30,7 +30,8 @@ What `train()` does, per optimizer step (`step` counts optimizer steps, from 0):
 4. gradient clipping (`clip_grad`), AdamW step;
 5. every `log_every` steps a row in RUN_DIR/log.csv (step, epoch, lr, samples_per_s, the task's
    metrics averaged over the steps since the last row and over processes), TensorBoard too if
-   installed, and a rich progress bar on stderr;
+   installed, and a rich progress bar on stderr (when stderr is not a terminal, e.g. under
+   `nohup ... > log`, a plain line at every 5 % of the run instead: step, metrics, time left);
 6. every `ckpt_every` steps, at each epoch end and at the last step: RUN_DIR/checkpoint.pt,
    written atomically, with model, optimizer, grad-scaler, task state, step, every process's
    RNG state and the resolved config. At each epoch end `task.on_epoch_end(epoch, run_dir)` runs
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import math
 import random
 import time
@@ -371,15 +373,47 @@ def _tensorboard(run_dir: Path) -> Any:
 
 
 def _progress(show: bool) -> Progress:
+    """The rich bar, only on a terminal (in a log file it would leave one garbled line)."""
+    console = Console(stderr=True)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
-        console=Console(stderr=True),
-        disable=not show,
+        console=console,
+        disable=not (show and console.is_terminal),
     )
+
+
+class LogLines:
+    """Progress for a stderr that is not a terminal (`nohup ... > log`, a CI log): one plain line
+    each time the run passes another `fraction` of its steps, and at the last step."""
+
+    def __init__(self, show: bool, start: int, total: int, fraction: float = 0.05) -> None:
+        self.show = show and not Console(stderr=True).is_terminal
+        self.start, self.total = start, total
+        self.every = max(1, round(total * fraction))
+        self.next = (start // self.every + 1) * self.every
+        self.t0 = time.perf_counter()
+
+    def line(self, step: int, epoch: int, metrics: dict[str, float]) -> str | None:
+        """The line to print at `step` (None between marks); the time left is extrapolated
+        from this process's own steps."""
+        if not self.show or (step < self.next and step != self.total):
+            return None
+        while self.next <= step:
+            self.next += self.every
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / max(step - self.start, 1) * (self.total - step)
+        return (
+            f"step {step}/{self.total} ({100 * step / self.total:.0f} %), epoch {epoch + 1}: "
+            f"{_fmt(metrics)}; {_clock(elapsed)} so far, about {_clock(left)} left"
+        )
+
+
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -527,6 +561,7 @@ def train(
             },
         )
 
+    lines = LogLines(cfg.progress and env.is_main, step, total)
     with _progress(cfg.progress and env.is_main) as progress:
         bar = progress.add_task("train", total=total, completed=step, info="")
         while step < total:
@@ -590,7 +625,10 @@ def train(
                         for k, v in row.items():
                             if k != "step":
                                 tb.add_scalar(k, v, step)
-                    progress.update(bar, info=_fmt({"lr": lr, **last_metrics, "samples/s": speed}))
+                    shown = {"lr": lr, **last_metrics, "samples/s": speed}
+                    progress.update(bar, info=_fmt(shown))
+                    if (text := lines.line(step, epoch, shown)) is not None:
+                        progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
                     sums, n_sum, t_last = {}, 0, now
                 t_pause = time.perf_counter()
                 if epoch_end and env.is_main:

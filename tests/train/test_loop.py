@@ -276,3 +276,18 @@ def test_data_randomness_does_not_depend_on_worker_count(tmp_path):
     train(a, NoisyLinearData(), cfg(max_steps=12), tmp_path / "w0")
     train(b, NoisyLinearData(), cfg(max_steps=12, num_workers=2), tmp_path / "w2")
     torch.testing.assert_close(params(a.model), params(b.model))
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """Under `nohup ... > log` (stderr not a terminal) the loop prints a plain line at every
+    5 % of the run and at the end, instead of a live bar; a resumed run goes on from its step."""
+    task = ToyTask(stop_at=9)
+    with pytest.raises(Interrupted):
+        train(task, NoisyLinearData(), cfg(max_steps=40, progress=True), tmp_path / "run")
+    first = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("step ")]
+    assert [ln.split(" (")[0] for ln in first] == ["step 2/40", "step 4/40", "step 6/40", "step 8/40"]
+    assert "mse " in first[0] and "so far, about " in first[0] and first[0].endswith(" left")
+    train(ToyTask(), NoisyLinearData(), cfg(max_steps=40, progress=True), tmp_path / "run", resume=True)
+    err = capsys.readouterr().err
+    steps = [int(ln.split()[1].split("/")[0]) for ln in err.splitlines() if ln.startswith("step ")]
+    assert steps == list(range(10, 41, 2)) and "━" not in err  # no rich bar in a log file
