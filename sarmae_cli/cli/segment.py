@@ -36,7 +36,7 @@ def segment(
     ] = None,
     output_dir: OutputDir = None,
     task: Annotated[
-        str | None, typer.Option("--task", help="Shipped task weights to use, e.g. water.")
+        str | None, typer.Option("--task", help="Shipped segmentation weights to use: water.")
     ] = None,
     probabilities: Annotated[
         Path | None, typer.Option("--probabilities", help="Also write class probabilities (float32 COG).")
