@@ -391,7 +391,7 @@ class LogLines:
     each time the run passes another `fraction` of its steps, and at the last step."""
 
     def __init__(self, show: bool, start: int, total: int, fraction: float = 0.05) -> None:
-        self.show = show and not Console(stderr=True).is_terminal
+        self.show = show
         self.start, self.total = start, total
         self.every = max(1, round(total * fraction))
         self.next = (start // self.every + 1) * self.every
@@ -561,9 +561,9 @@ def train(
             },
         )
 
-    lines = LogLines(cfg.progress and env.is_main, step, total)
     with _progress(cfg.progress and env.is_main) as progress:
         bar = progress.add_task("train", total=total, completed=step, info="")
+        lines = LogLines(cfg.progress and env.is_main and not progress.console.is_terminal, step, total)
         while step < total:
             epoch = step // steps_per_epoch
             sampler.set_epoch(epoch, skip=(step % steps_per_epoch) * cfg.accum_steps * cfg.batch_size)
