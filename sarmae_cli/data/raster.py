@@ -12,7 +12,7 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from sarmae_cli.errors import SarmaeError
+from sarmae_cli.errors import SarmaeError, UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -21,14 +21,19 @@ class RasterError(SarmaeError):
     """A file is missing, not a raster, empty, truncated or of an unsupported type."""
 
 
+class InputNotFoundError(RasterError, UsageError):
+    """The named input does not exist or is a folder: a usage error (exit 2), as a missing
+    dataset or pretraining source is."""
+
+
 def open_raster(path: Path) -> rasterio.DatasetReader:
     """Open a raster for reading, with one-line errors for the usual failures."""
     path = Path(path)
     virtual = str(path).startswith("/vsi")  # GDAL virtual file (e.g. a ZIP member): GDAL checks
     if not virtual and not path.exists():
-        raise RasterError(f"input not found: {path}")
+        raise InputNotFoundError(f"input not found: {path}")
     if not virtual and path.is_dir():
-        raise RasterError(f"{path} is a folder, not a raster")
+        raise InputNotFoundError(f"{path} is a folder, not a raster")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -299,7 +299,8 @@ def write_geoparquet(gdf: Any, dst: Path) -> None:
 
 
 def list_chips(inputs: list[Path]) -> list[Path]:
-    """Image files of the inputs (folders are listed, sorted; files kept in order)."""
+    """Image files of the inputs (folders are listed, sorted; files kept in order). A named
+    file that does not exist is refused before any chip is read."""
     out: list[Path] = []
     for p in inputs:
         p = Path(p)
@@ -308,6 +309,8 @@ def list_chips(inputs: list[Path]) -> list[Path]:
             if not files:
                 raise UsageError(f"folder {p} holds no image files ({', '.join(raster.IMAGE_SUFFIXES)})")
             out.extend(files)
+        elif not p.exists() and not str(p).startswith("/vsi"):
+            raise raster.InputNotFoundError(f"input not found: {p}")
         else:
             out.append(p)
     return out

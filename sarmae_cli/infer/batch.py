@@ -9,13 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sarmae_cli.data.raster import InputNotFoundError
 from sarmae_cli.errors import SarmaeError, UsageError
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 
 
 def expand_inputs(inputs: list[Path], suffixes: tuple[str, ...] = SCENE_SUFFIXES) -> list[Path]:
-    """Files of the inputs: a folder gives its rasters (sorted), a glob pattern its matches."""
+    """Files of the inputs: a folder gives its rasters (sorted), a glob pattern its matches.
+    A named file that does not exist is refused here, before any input is processed."""
     out: list[Path] = []
     for p in inputs:
         s = str(p)
@@ -29,6 +31,8 @@ def expand_inputs(inputs: list[Path], suffixes: tuple[str, ...] = SCENE_SUFFIXES
             if not files:
                 raise UsageError(f"folder {s} holds no scenes ({', '.join(suffixes)})")
             out.extend(files)
+        elif not Path(s).exists() and not s.startswith("/vsi"):
+            raise InputNotFoundError(f"input not found: {s}")
         else:
             out.append(Path(s))
     return out

@@ -98,4 +98,4 @@ def test_error_without_quiet_is_one_line_in_a_pipe(command, tmp_path):
         text=True,
         check=False,
     )
-    assert r.returncode == 1 and r.stderr == f"Error: input not found: {missing}\n", repr(r.stderr)
+    assert r.returncode == 2 and r.stderr == f"Error: input not found: {missing}\n", repr(r.stderr)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from sarmae_cli.data.raster import InputNotFoundError, RasterError
 from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
 
@@ -13,7 +14,10 @@ def test_expand_folders_and_globs(tmp_path):
         (tmp_path / n).write_text("x")
     assert expand_inputs([tmp_path]) == [tmp_path / "a.tif", tmp_path / "b.tif"]
     assert expand_inputs([tmp_path / "*.tif"]) == [tmp_path / "a.tif", tmp_path / "b.tif"]
-    assert expand_inputs([Path("missing.tif")]) == [Path("missing.tif")]  # reported when opened
+    with pytest.raises(InputNotFoundError, match="input not found: missing.tif") as e:
+        expand_inputs([tmp_path / "a.tif", Path("missing.tif")])  # refused before any input runs
+    assert e.value.exit_code == 2 and isinstance(e.value, RasterError)
+    assert expand_inputs([Path("/vsizip/x.zip/a.tif")]) == [Path("/vsizip/x.zip/a.tif")]  # GDAL checks
     with pytest.raises(UsageError, match="no file matches"):
         expand_inputs([tmp_path / "*.jp2"])
     (tmp_path / "empty").mkdir()

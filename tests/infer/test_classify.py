@@ -76,6 +76,10 @@ def test_classify_errors(invoke, weights_dir, tmp_path):
     )
     r = invoke("classify", d, "-w", weights_dir / "cls.safetensors", "--format", "xml")
     assert r.exit_code == 2 and "unknown --format 'xml'" in r.stderr
+    out = tmp_path / "o.csv"
+    r = invoke("classify", d, tmp_path / "typo.png", "-o", out, "-w", weights_dir / "cls.safetensors")
+    assert r.exit_code == 2 and r.stderr == f"Error: input not found: {tmp_path / 'typo.png'}\n"
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["classify", "embed"])

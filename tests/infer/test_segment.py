@@ -149,6 +149,19 @@ def test_many_inputs_summary_skip_and_failure(invoke, weights_dir, tmp_path):
     assert r.exit_code == 0 and (out / "b.tif").read_bytes() != b"old"
 
 
+def test_one_missing_input_of_several_stops_before_any_runs(invoke, weights_dir, tmp_path):
+    """A typo in one of several inputs is a usage error found up front: exit 2, one line, and
+    no output for the inputs that do exist."""
+    write_scene(tmp_path / "a.tif", db_scene(40, 40))
+    out = tmp_path / "out"
+    out.mkdir()
+    missing = tmp_path / "typo.tif"
+    weights = weights_dir / "seg.safetensors"
+    r = invoke("segment", tmp_path / "a.tif", missing, "--output-dir", out, "-w", weights)
+    assert r.exit_code == 2 and r.stderr == f"Error: input not found: {missing}\n", r.stderr
+    assert list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_run_leaves_no_destination(weights_dir, tmp_path, sig):
     src = write_scene(tmp_path / "big.tif", db_scene(1500, 1500))
