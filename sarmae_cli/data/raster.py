@@ -26,13 +26,18 @@ class InputNotFoundError(RasterError, UsageError):
     dataset or pretraining source is."""
 
 
+def require_input(path: Path) -> None:
+    """Refuse a named input that does not exist. GDAL virtual files (/vsizip/..., a ZIP
+    member) are left for GDAL to check when opened."""
+    if not str(path).startswith("/vsi") and not Path(path).exists():
+        raise InputNotFoundError(f"input not found: {path}")
+
+
 def open_raster(path: Path) -> rasterio.DatasetReader:
     """Open a raster for reading, with one-line errors for the usual failures."""
     path = Path(path)
-    virtual = str(path).startswith("/vsi")  # GDAL virtual file (e.g. a ZIP member): GDAL checks
-    if not virtual and not path.exists():
-        raise InputNotFoundError(f"input not found: {path}")
-    if not virtual and path.is_dir():
+    require_input(path)
+    if path.is_dir():
         raise InputNotFoundError(f"{path} is a folder, not a raster")
     try:
         with warnings.catch_warnings():

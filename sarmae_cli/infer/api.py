@@ -309,9 +309,8 @@ def list_chips(inputs: list[Path]) -> list[Path]:
             if not files:
                 raise UsageError(f"folder {p} holds no image files ({', '.join(raster.IMAGE_SUFFIXES)})")
             out.extend(files)
-        elif not p.exists() and not str(p).startswith("/vsi"):
-            raise raster.InputNotFoundError(f"input not found: {p}")
         else:
+            raster.require_input(p)
             out.append(p)
     return out
 

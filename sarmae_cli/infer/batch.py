@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sarmae_cli.data.raster import InputNotFoundError
+from sarmae_cli.data.raster import require_input
 from sarmae_cli.errors import SarmaeError, UsageError
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
@@ -31,9 +31,8 @@ def expand_inputs(inputs: list[Path], suffixes: tuple[str, ...] = SCENE_SUFFIXES
             if not files:
                 raise UsageError(f"folder {s} holds no scenes ({', '.join(suffixes)})")
             out.extend(files)
-        elif not Path(s).exists() and not s.startswith("/vsi"):
-            raise InputNotFoundError(f"input not found: {s}")
         else:
+            require_input(Path(s))
             out.append(Path(s))
     return out
 
