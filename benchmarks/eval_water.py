@@ -33,9 +33,8 @@ from PIL import Image
 from skimage.filters import threshold_otsu
 
 from sarmae_cli.data.synthetic import as_mode
-from sarmae_cli.infer.models import SHIPPED
-from sarmae_cli.model.checkpoint import shipped_weights_dir
-from sarmae_cli.train.finetune import evaluate_weights
+from sarmae_cli.shipped import SHIPPED, shipped_weights_dir
+from sarmae_cli.train.evaluate import evaluate_weights
 from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
 
 DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -27,7 +27,7 @@ import torch
 import sarmae_cli.data.labelled as L
 from sarmae_cli.model.factory import load_model
 from sarmae_cli.train import metrics
-from sarmae_cli.train.finetune import stored_spec
+from sarmae_cli.train.evaluate import stored_spec
 
 DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -27,12 +27,12 @@ import rasterio
 from rasterio.transform import Affine, from_origin
 
 from sarmae_cli.data import raster
+from sarmae_cli.data.preprocess import adaptable
 from sarmae_cli.data.synthetic import as_mode, speckled_scene
 from sarmae_cli.errors import OutputExistsError, SarmaeError, UsageError
 from sarmae_cli.infer.api import Options, classify_chips, embed_scene, segment_scene
 from sarmae_cli.infer.engine import Progress
 from sarmae_cli.infer.models import Models, resolve_weights
-from sarmae_cli.infer.scene import adaptable
 from sarmae_cli.infer.writers import CLASS_NODATA
 from sarmae_cli.outputs import atomic_output
 
@@ -158,7 +158,9 @@ def _jobs(device: str) -> tuple[dict[str, _Job], int]:
         "embed": (_load("embed", None, device), "pooled"),
         "classify": (_load("classify", None, device), "probabilities"),
     }
-    need = {k: 1 if adaptable(m.meta, 1) else m.meta.encoder_config.in_chans for k, (m, _) in loaded.items()}
+    need = {
+        k: 1 if adaptable(m.meta.bands, 1) else m.meta.encoder_config.in_chans for k, (m, _) in loaded.items()
+    }
     n = max(need.values())
     if n > len(BAND_NAMES):
         worst = max(need, key=need.get)

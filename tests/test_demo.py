@@ -9,7 +9,7 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 from sarmae_cli.demo import SCENE_CRS, demo_outputs, run_demo, synthetic_scene
-from sarmae_cli.infer.models import SHIPPED
+from sarmae_cli.shipped import SHIPPED
 from tests.infer.conftest import flip_byte, make_shipped, make_weights
 
 

@@ -96,7 +96,8 @@ def test_model_card_configs_are_valid(path):
     ft_*.yaml for fine-tuning, the others for pretraining (an unknown key raises UsageError);
     class weights give one positive weight per class (land, water)."""
     from sarmae_cli.train.config import from_dict, load_config_file, merge_config
-    from sarmae_cli.train.finetune import class_weight_tensor, resolve_config
+    from sarmae_cli.train.finetune import class_weight_tensor
+    from sarmae_cli.train.finetune_config import resolve_config
     from sarmae_cli.train.pretrain import PretrainConfig
 
     layer = load_config_file(path)

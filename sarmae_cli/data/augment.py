@@ -11,16 +11,24 @@ at its own resolution: the crop box is relative (fractions of height and width).
 
 Randomness comes from a `numpy.random.Generator`; `sample_rng()` derives one from the global
 torch generator, which the training loop seeds per sample (reproducible, resumable).
+
+Fine-tuning augmentation (`AugmentConfig`, `make_augment` -> `SarAugment`) combines these
+with a random shift, SARE-style speckle (`data/speckle.py`) and a radiometric change.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sarmae_cli.data.preprocess import InputSpec
+from sarmae_cli.data.speckle import SpeckleConfig, inject
+from sarmae_cli.errors import UsageError
 
 
 def sample_rng() -> np.random.Generator:
@@ -104,3 +112,113 @@ def flip_rotate(x: torch.Tensor, hflip: bool, vflip: bool, rot90: int) -> torch.
     if rot90 % 4:
         x = torch.rot90(x, rot90, dims=(-2, -1))
     return x
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+@dataclass
+class AugmentConfig:
+    """SAR augmentations applied to training chips (and their masks)."""
+
+    flips: bool = True
+    vflip: bool = True  # with flips: up-down too (off: left-right only, shadows keep their side)
+    rot90: bool = True
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area (classification)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # its aspect-ratio range ([1, 1]: square crops)
+    shift: int = 0  # random translation of up to N input pixels, real context (classification)
+    speckle: float = 0.0  # probability of extra multiplicative speckle (SARE-style, gamma looks 1-10)
+    intensity: float = 0.0  # probability of a random radiometric change (gain, offset, gamma)
+    gain: tuple[float, float] = (0.75, 1.3)  # contrast factor about the chip mean, in [0, 1] units
+    offset: tuple[float, float] = (-0.12, 0.12)  # brightness shift, in [0, 1] units (~ +-4 dB)
+    gamma: tuple[float, float] = (0.7, 1.4)  # power-law exponent
+    mixup: float = 0.0  # mixup alpha (classification; 0: off), timm.data.Mixup
+    cutmix: float = 0.0  # cutmix alpha (classification; 0: off); with both, each batch takes one
+
+    def check(self, task: str) -> None:
+        """Refuse values no augmentation can use (usage errors naming the config key)."""
+        if self.shift < 0:
+            raise UsageError(f"augment.shift must be >= 0 pixels, got {self.shift}")
+        check_range("augment.crop_scale", self.crop_scale, upper=1.0, hint="area fractions in (0, 1]")
+        check_range("augment.crop_ratio", self.crop_ratio, upper=None, hint="width / height, e.g. [1, 1]")
+        if self.shift and task == "segmentation":
+            raise UsageError(
+                "augment.shift applies to classification; segmentation already cuts random crops"
+            )
+        if self.mixup < 0 or self.cutmix < 0:
+            raise UsageError(
+                f"augment.mixup and augment.cutmix are alphas >= 0, got {self.mixup} and {self.cutmix}"
+            )
+        if (self.mixup or self.cutmix) and task != "classification":
+            raise UsageError("augment.mixup / augment.cutmix apply to classification; set them to 0")
+
+
+def check_range(name: str, value: Any, upper: float | None, hint: str) -> None:
+    """Refuse a [low, high] config pair that is not two numbers with 0 < low <= high (<= upper)."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be two numbers [low, high] ({hint}), got {value!r}") from None
+    if not (0 < lo <= hi and (upper is None or hi <= upper)):
+        bound = f" <= {upper:g}" if upper is not None else ""
+        raise UsageError(f"{name} must satisfy 0 < low <= high{bound} ({hint}), got {value!r}")
+
+
+def make_augment(cfg: AugmentConfig, spec: InputSpec, crop_scale: tuple[float, float]) -> SarAugment | None:
+    """The training augmentation of `cfg` (None when it changes nothing)."""
+    changes_values = cfg.speckle > 0 or cfg.intensity > 0
+    moves = cfg.flips or cfg.rot90 or cfg.shift > 0 or tuple(crop_scale) != (1.0, 1.0)
+    if not (moves or changes_values):
+        return None
+    return SarAugment(cfg, spec, tuple(crop_scale))
+
+
+class SarAugment:
+    """Training augmentation (`data/augment.py`, `data/speckle.py`): a random shift (a
+    chip-size window cut from a chip prepared with a margin, see `preprocess.InputSpec.chip`), random
+    resized crop, flips and 90° rotations, applied alike to an image [C, S, S] and its labels [S, S], then
+    optional SARE-style speckle and an optional radiometric change (contrast, brightness and
+    gamma; it makes heads robust to other calibrations and display renderings) on the image, in
+    the [0, 1] domain before normalisation. Randomness comes from the global torch generator,
+    which the loop seeds per sample."""
+
+    def __init__(self, cfg: AugmentConfig, spec: InputSpec, crop_scale: tuple[float, float]) -> None:
+        vflip = cfg.flips and cfg.vflip
+        ratio = (float(cfg.crop_ratio[0]), float(cfg.crop_ratio[1]))
+        self.geometry = Augment(scale=crop_scale, ratio=ratio, hflip=cfg.flips, vflip=vflip, rot90=cfg.rot90)
+        self.size = spec.chip_size if cfg.shift > 0 else None  # output size when chips have a margin
+        self.speckle = SpeckleConfig(fraction=cfg.speckle) if cfg.speckle > 0 else None
+        self.cfg = cfg
+        self.mean = torch.tensor(spec.mean).view(-1, 1, 1)  # [C, 1, 1]
+        self.std = torch.tensor(spec.std).view(-1, 1, 1)
+        sc = spec.scaling
+        self.db_span = None if sc.mode == "uint8" else float(sc.db_range[1] - sc.db_range[0])
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        rng = sample_rng()
+        size = self.size or x.shape[-1]
+        if x.shape[-1] > size:  # a chip with a margin: cut a randomly placed size x size window
+            top, left = (int(rng.integers(0, d - size + 1)) for d in x.shape[-2:])
+            x = x[..., top : top + size, left : left + size]  # [C, S, S]
+        params = self.geometry.sample(rng)
+        x = self.geometry.apply(x, params, size)  # [C, S, S]
+        if self.speckle is not None or self.cfg.intensity > 0:
+            unit = (x * self.std + self.mean).clamp(0, 1)  # back to [0, 1]
+            if self.speckle is not None:
+                unit, _ = inject(unit, self.speckle, rng, self.db_span)
+            if rng.random() < self.cfg.intensity:
+                unit = radiometric_jitter(unit, rng, self.cfg)
+            x = (unit - self.mean) / self.std
+        if y is None:
+            return x
+        y = self.geometry.apply(y[None], params, size, "nearest")[0]  # [S, S]
+        return x, y
+
+
+def radiometric_jitter(unit: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """A random contrast (about the chip mean), brightness and gamma change of a [C, S, S]
+    chip in [0, 1]; the result stays in [0, 1]."""
+    gain, offset, gamma = (float(rng.uniform(*r)) for r in (cfg.gain, cfg.offset, cfg.gamma))
+    mean = unit.mean(dim=(-2, -1), keepdim=True)  # [C, 1, 1]
+    out = ((unit - mean) * gain + mean + offset).clamp(0, 1)
+    return out.pow(gamma)

@@ -2,9 +2,8 @@
 a CSV manifest) and segmentation image/mask pairs (PNG folders such as OMBRIA, or GeoTIFF
 image/label pairs such as Sen1Floods11), with the paper's few-shot / fraction protocols.
 
-Pipeline for one chip: `read_image` (raw [C, H, W]) -> `InputSpec.prepare` (scaling and
-per-band normalisation, `data/scaling.py`) -> `fit_chip` (resize or centre-crop to the model
-input). Inference must apply the same steps; the choices are stored in the weights.
+Chips become model input through `data/preprocess.py` (`InputSpec.chip`), the route that
+inference and export share; the choices are stored in the weights.
 """
 
 from __future__ import annotations
@@ -14,113 +13,21 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from sarmae_cli.data.preprocess import InputSpec
 from sarmae_cli.data.raster import IMAGE_SUFFIXES, RasterError, read_image
-from sarmae_cli.data.scaling import Scaling, detect_mode, prepare, stretch_range, to_db
 from sarmae_cli.errors import SarmaeError, UsageError
 
 IGNORE_INDEX = -1  # label of pixels that take no part in the loss or the metrics
-FITS = ("resize", "center_crop")
 
 
 class DatasetError(SarmaeError):
     """A labelled dataset is empty, inconsistent or does not fit the requested protocol."""
-
-
-# --------------------------------------------------------------------------- input pipeline
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How raw chips become model input: scaling, per-band normalisation, chip fit."""
-
-    scaling: Scaling
-    mean: list[float]
-    std: list[float]
-    chip_size: int
-    fit: str = "resize"  # "resize" (bilinear) or "center_crop" (zero-pad if smaller)
-    crop: int | None = None  # centre-crop this many pixels first (then fit to chip_size)
-
-    def __post_init__(self) -> None:
-        if self.fit not in FITS:
-            raise UsageError(f"unknown chip fit {self.fit!r}; use one of {', '.join(FITS)}")
-        if self.crop is not None and self.crop < 1:
-            raise UsageError(f"crop must be a positive pixel count, got {self.crop}")
-
-    def prepare(self, raw: np.ndarray) -> np.ndarray:
-        """Raw [C, H, W] -> normalised float32 [C, H, W] (NaN / invalid -> 0)."""
-        ranges = stretch_range(to_db(raw, self.scaling.mode), self.scaling)  # [C, 2]
-        return prepare(raw, self.scaling, ranges, self.mean, self.std)
-
-    def chip(self, raw: np.ndarray, margin: int = 0) -> torch.Tensor:
-        """Raw [C, H, W] -> model input [C, S, S] (prepared, then fitted). With `margin` m the
-        fitted window grows by m input pixels on every side ([C, S + 2m, S + 2m], same scale:
-        with `crop`, the crop grows in proportion), for random shifts in training."""
-        size, crop = self.chip_size + 2 * margin, self.crop
-        if margin and crop is not None:
-            crop = crop + 2 * round(margin * crop / self.chip_size)
-        x = torch.from_numpy(self.prepare(raw))
-        if margin and self.fit == "resize" and crop is None:
-            # resizing a larger window would change the scale: resize, then pad with the mean (0)
-            return F.pad(fit_chip(x, self.chip_size, "resize"), (margin,) * 4)
-        return fit_chip(x, size, self.fit, crop)
-
-    def preprocess_meta(self) -> dict[str, Any]:
-        """The `training["preprocess"]` entry of the weights that inference must repeat."""
-        crop = {"crop": self.crop} if self.crop is not None else {}
-        return {"chip_size": self.chip_size, "fit": self.fit, **crop}
-
-
-def preprocess_fit(training: dict[str, Any]) -> tuple[str, int | None]:
-    """(fit, crop) recorded in a weights file's `training["preprocess"]` (older files: resize)."""
-    pre = training.get("preprocess", {})
-    return pre.get("fit", "resize"), pre.get("crop")
-
-
-def fit_chip(x: torch.Tensor, size: int, fit: str = "resize", crop: int | None = None) -> torch.Tensor:
-    """[C, H, W] -> [C, size, size]: bilinear resize (no antialiasing, as `sarmae classify`),
-    or centre crop with zero padding (the normalised mean) where the chip is smaller.
-    With `crop`, the central `crop` x `crop` pixels are cut out first and resized to `size`
-    (zoom on a centred target, e.g. MSTAR: crop 64 -> 128 gives 8-px patches)."""
-    if crop is not None:
-        x = fit_chip(x, crop, "center_crop")  # [C, crop, crop]
-        fit = "resize"
-    c, h, w = x.shape
-    if (h, w) == (size, size):
-        return x
-    if fit == "resize":
-        return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    if fit != "center_crop":
-        raise UsageError(f"unknown chip fit {fit!r}; use one of {', '.join(FITS)}")
-    out = x.new_zeros((c, size, size))
-    top, left = (h - size) // 2, (w - size) // 2  # negative: the chip is smaller
-    src = x[:, max(top, 0) : max(top, 0) + size, max(left, 0) : max(left, 0) + size]
-    oy, ox = max(-top, 0), max(-left, 0)
-    out[:, oy : oy + src.shape[1], ox : ox + src.shape[2]] = src
-    return out
-
-
-def detect_scaling(raw: np.ndarray, hints: str = "") -> Scaling:
-    """Scaling guessed from one raw chip: uint8 renderings, integer DN, dB or linear floats."""
-    mode, rule = detect_mode(raw.dtype, raw.reshape(-1)[:100_000].astype(np.float64, copy=False), hints)
-    return Scaling(mode=mode, extra={"detected": rule})
-
-
-def band_stats(
-    raws: Sequence[np.ndarray], scaling: Scaling, limit: int = 200
-) -> tuple[list[float], list[float]]:
-    """Per-band mean and std of the [0, 1] scaled values of (up to `limit`) training chips."""
-    spec = InputSpec(scaling, [0.0] * raws[0].shape[0], [1.0] * raws[0].shape[0], 1)
-    step = max(1, len(raws) // limit)
-    vals = np.concatenate([spec.prepare(r).reshape(r.shape[0], -1) for r in raws[::step]], axis=1)  # [C, N]
-    std = np.maximum(vals.std(axis=1), 1e-3)
-    return [float(v) for v in vals.mean(axis=1)], [float(v) for v in std]
 
 
 # --------------------------------------------------------------------------- classification

@@ -8,13 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.control import GroundControlPoint
+from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from sarmae_cli.errors import SarmaeError, UsageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: File suffixes, in one place: chips (renderings), GeoTIFFs, scenes inference reads, any image.
+CHIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+SCENE_SUFFIXES = (*GEOTIFF_SUFFIXES, ".vrt", ".img", ".jp2")
+IMAGE_SUFFIXES = (*CHIP_SUFFIXES, *GEOTIFF_SUFFIXES)
 
 
 class RasterError(SarmaeError):
@@ -194,3 +200,23 @@ def read_decimated(
     except RasterioIOError as e:
         raise _decode_error(src, e) from e
     return np.concatenate(parts, axis=1)
+
+
+def read_gcps(src: rasterio.DatasetReader) -> tuple[list[GroundControlPoint], CRS | None]:
+    """The ground control points of a dataset georeferenced only by GCPs (Sentinel-1 GRD
+    measurement TIFFs, many L1 products) and their CRS. ([], None) for a dataset with a
+    geotransform (GDAL and QGIS then ignore any GCPs) or without GCPs."""
+    if src.crs is not None or not src.transform.is_identity:
+        return [], None
+    gcps, crs = src.gcps
+    return (list(gcps), crs) if gcps else ([], None)
+
+
+def scale_gcps(gcps: list[GroundControlPoint], factor: float) -> list[GroundControlPoint]:
+    """GCPs of a grid `factor` times coarser than theirs (output pixel i covers input pixels
+    [i * factor, (i + 1) * factor)): pixel/line divided by `factor`, ground coordinates kept."""
+    if factor == 1:
+        return list(gcps)
+    return [
+        GroundControlPoint(g.row / factor, g.col / factor, g.x, g.y, g.z, g.id, g.info) for g in gcps
+    ]

@@ -49,12 +49,9 @@ from torch.utils.data import Dataset
 
 from sarmae_cli.data import raster, scaling, speckle
 from sarmae_cli.data.augment import Augment, crop_resize, flip_rotate, sample_rng
-from sarmae_cli.data.labelled import FITS, fit_chip
+from sarmae_cli.data.preprocess import FITS, fit_chip, match_bands, per_band
 from sarmae_cli.errors import SarmaeError, UsageError
 
-CHIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-SCENE_SUFFIXES = (".tif", ".tiff")
-IMAGE_SUFFIXES = CHIP_SUFFIXES + SCENE_SUFFIXES
 SCALINGS = ("auto", *scaling.MODES)
 
 
@@ -167,7 +164,7 @@ def zip_images(path: Path, members: str = "*") -> list[Path]:
     except (zipfile.BadZipFile, OSError) as e:
         raise SarmaeError(f"{path} is not a readable ZIP archive ({e}); re-download or unzip it") from e
     found = sorted(
-        n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and fnmatch.fnmatch(n, members)
+        n for n in names if Path(n).suffix.lower() in raster.IMAGE_SUFFIXES and fnmatch.fnmatch(n, members)
     )
     if not found:
         raise SarmaeError(
@@ -186,7 +183,7 @@ def find_images(sources: list[Path], zip_members: str = "*") -> list[Path]:
             raise UsageError(f"source not found: {src}")
         if src.is_dir():
             files = sorted(p for p in src.rglob("*") if p.is_file())
-            found = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            found = [p for p in files if p.suffix.lower() in raster.IMAGE_SUFFIXES]
             for z in (p for p in files if p.suffix.lower() == ".zip"):
                 found += zip_images(z, zip_members)
             if not found:
@@ -199,7 +196,7 @@ def find_images(sources: list[Path], zip_members: str = "*") -> list[Path]:
             out += listed
         elif src.suffix.lower() == ".zip":
             out += zip_images(src, zip_members)
-        elif src.suffix.lower() in IMAGE_SUFFIXES:
+        elif src.suffix.lower() in raster.IMAGE_SUFFIXES:
             out.append(src)
         else:
             raise UsageError(f"{src} is not a folder, an image, a ZIP archive or a .csv/.txt manifest")
@@ -238,8 +235,8 @@ def read_pairs(path: Path) -> list[tuple[Path, Path]]:
 
 def pairs_from_folders(sar_dir: Path, opt_dir: Path) -> list[tuple[Path, Path]]:
     """Pairs of files with the same stem in two folders (SAR files without a partner are an error)."""
-    opts = {p.stem: p for p in sorted(Path(opt_dir).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    sars = sorted(p for p in Path(sar_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    opts = {p.stem: p for p in sorted(Path(opt_dir).iterdir()) if p.suffix.lower() in raster.IMAGE_SUFFIXES}
+    sars = sorted(p for p in Path(sar_dir).iterdir() if p.suffix.lower() in raster.IMAGE_SUFFIXES)
     if not sars:
         raise SarmaeError(f"no images found in {sar_dir}")
     lonely = [p.name for p in sars if p.stem not in opts]
@@ -269,7 +266,7 @@ def _scene_sample(src: Any, nodata: float | None, n: int = 4, side: int = 64) ->
 
 def probe(path: Path, cfg: DataConfig, opt: Path | None = None) -> ImageRecord:
     """Open (and for chips decode) one file; choose its scaling. Raises RasterError if unreadable."""
-    kind = "scene" if path.suffix.lower() in SCENE_SUFFIXES else "chip"
+    kind = "scene" if path.suffix.lower() in raster.GEOTIFF_SUFFIXES else "chip"
     with raster.open_raster(path) as src:
         h, w, bands, dtype = src.height, src.width, src.count, src.dtypes[0]
         nodata = src.nodata
@@ -340,17 +337,6 @@ def read_optical(path: str) -> torch.Tensor:
         u = np.clip((x - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
     t = torch.from_numpy(np.nan_to_num(u, nan=0.0))
     return t[[i % t.shape[0] for i in range(3)]]  # [3, H, W]
-
-
-def match_bands(x: torch.Tensor, c: int) -> torch.Tensor:
-    """[k, H, W] -> [c, H, W]: 1 band is repeated, k bands to 1 are averaged (3 equal channels of
-    an 8-bit rendering give the original), extra bands are dropped, missing ones cycled."""
-    k = x.shape[0]
-    if k == c:
-        return x
-    if c == 1:
-        return x.mean(dim=0, keepdim=True)
-    return x[[i % k for i in range(c)]]
 
 
 class PretrainData(Dataset):
@@ -435,8 +421,8 @@ class PretrainData(Dataset):
     def normalize(self, unit: torch.Tensor) -> torch.Tensor:
         """[C, H, W] in [0, 1] -> (u - mean) / std per band (one value is used for all bands)."""
         c = unit.shape[0]
-        mean = torch.tensor([self.cfg.mean[i % len(self.cfg.mean)] for i in range(c)]).view(c, 1, 1)
-        std = torch.tensor([self.cfg.std[i % len(self.cfg.std)] for i in range(c)]).view(c, 1, 1)
+        mean = torch.tensor(per_band(self.cfg.mean, c)).view(c, 1, 1)
+        std = torch.tensor(per_band(self.cfg.std, c)).view(c, 1, 1)
         return (unit - mean) / std
 
     def __getitem__(self, i: int) -> dict[str, Any]:

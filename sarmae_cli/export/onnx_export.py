@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from sarmae_cli import __version__
-from sarmae_cli.data.labelled import fit_chip, preprocess_fit
+from sarmae_cli.data.preprocess import InputSpec, match_chip_bands
 from sarmae_cli.data.raster import IMAGE_SUFFIXES, read_image
-from sarmae_cli.data.scaling import Scaling, prepare, stretch_range, to_db
+from sarmae_cli.data.scaling import Scaling
 from sarmae_cli.data.synthetic import as_mode, speckled_scene
 from sarmae_cli.errors import SarmaeError, UsageError
 from sarmae_cli.model.checkpoint import WeightsMeta, onnx_metadata
@@ -101,20 +101,10 @@ def sample_inputs(meta: WeightsMeta, tile: int, n: int, seed: int = 0) -> np.nda
 
 
 def prep_chip(raw: np.ndarray, meta: WeightsMeta, tile: int) -> np.ndarray:
-    """One raw chip [C', H, W] -> model input [C, T, T] (bands matched, scaled, fitted)."""
-    c = meta.encoder_config.in_chans
-    if raw.shape[0] != c:
-        if raw.shape[0] == 1:
-            raw = np.repeat(raw, c, axis=0)
-        elif raw.shape[0] >= c and (raw[:c] == raw[:1]).all():  # grey replicated to RGB
-            raw = raw[:c]
-        else:
-            raise UsageError(f"image has {raw.shape[0]} bands but the model takes {c}")
-    scaling = Scaling.from_dict(meta.input_scaling)
-    ranges = stretch_range(to_db(raw, scaling.mode), scaling)
-    x = prepare(raw, scaling, ranges, meta.normalization["mean"], meta.normalization["std"])
-    fit, crop = preprocess_fit(meta.training)  # as the weights were trained
-    return fit_chip(torch.from_numpy(x), tile, fit, crop).numpy()  # [C, T, T]
+    """One raw chip [C', H, W] -> model input [C, T, T] (bands matched, then the stored input
+    route of `data/preprocess.py`)."""
+    raw = match_chip_bands(raw, meta.encoder_config.in_chans)
+    return InputSpec.from_meta(meta.to_dict()).chip(raw, size=tile).numpy()  # [C, T, T]
 
 
 def holdout_set(path: Path, meta: WeightsMeta, tile: int, limit: int) -> tuple[np.ndarray, list]:
@@ -207,7 +197,7 @@ def export_onnx(
     if meta.task == "pretrain":
         meta.task = "encoder"  # the exported graph is the encoder only
     patch = meta.encoder_config.patch_size
-    tile = tile or int(meta.tile.get("size", meta.encoder_config.img_size))
+    tile = tile or InputSpec.from_meta(meta.to_dict()).tiling()[0]
     if tile < patch or tile % patch:
         raise UsageError(f"tile {tile} must be a positive multiple of the patch size {patch}")
     module = ExportModule(model, task).eval()

@@ -18,23 +18,11 @@ from sarmae_cli.model.checkpoint import (
     load_encoder,
     read_meta,
     read_onnx_meta,
-    shipped_weights_dir,
 )
 from sarmae_cli.model.factory import EncoderModel, load_model
 from sarmae_cli.model.runtime import resolve_device
+from sarmae_cli.shipped import RESTORE_HINT, SHIPPED, SHIPPED_KIND, shipped_path, shipped_task
 
-#: Shipped weights per `--task` (files in `shipped_weights_dir()`).
-SHIPPED = {
-    "encoder": "sarmae_encoder.safetensors",
-    "water": "sarmae_water.safetensors",
-    "mstar": "sarmae_mstar.safetensors",
-}
-#: What each shipped file holds, and the command it is the default of.
-SHIPPED_KIND = {
-    "encoder": ("encoder", "embed"),
-    "water": ("segmentation", "segment"),
-    "mstar": ("classification", "classify"),
-}
 #: The weights task each command needs (embed takes the encoder of any weights file).
 COMMAND_TASKS = {
     "segment": ("segmentation",),
@@ -42,21 +30,6 @@ COMMAND_TASKS = {
     "embed": ("encoder", "pretrain", "classification", "segmentation"),
 }
 DEFAULT_TASK = {"embed": "encoder", "classify": "mstar", "segment": None}
-
-
-#: How to get missing or damaged shipped weights back.
-RESTORE_HINT = "restore them with `git checkout -- weights/` in a source checkout or reinstall sarmae"
-
-
-def shipped_path(task: str) -> Path:
-    """Where the shipped weights of `task` (a key of `SHIPPED`) live."""
-    return shipped_weights_dir() / SHIPPED[task]
-
-
-def shipped_task(path: Path) -> str | None:
-    """The task whose shipped weights file `path` is, or None for any other file."""
-    target = Path(path).resolve()
-    return next((t for t in SHIPPED if shipped_path(t).resolve() == target), None)
 
 
 def missing_shipped(task: str, path: Path) -> WeightsError:

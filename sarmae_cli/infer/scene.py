@@ -1,6 +1,7 @@
-"""A scene opened for inference: band selection, nodata, input scaling with per-scene
-statistics (from one decimated read of the whole scene), and windowed reads that return
-normalised model input plus a validity mask."""
+"""A scene opened for inference: band selection, nodata, and the input route of
+`data/preprocess.py` resolved once per scene (radiometric mode, per-scene statistics from one
+decimated read of the whole scene); windowed reads return normalised model input plus a
+validity mask."""
 
 from __future__ import annotations
 
@@ -9,13 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.control import GroundControlPoint
+from rasterio.transform import Affine
 
 from sarmae_cli.data import raster
-from sarmae_cli.data.scaling import MODES, Scaling, detect_mode, prepare, scene_scaling, stretch_range, to_db
-from sarmae_cli.errors import UsageError
+from sarmae_cli.data.preprocess import (
+    INPUT_SCALES,
+    InputSpec,
+    Radiometry,
+    check_band_count,
+    check_input_scale,
+)
+from sarmae_cli.data.scaling import Scaling
 from sarmae_cli.model.checkpoint import WeightsMeta
 
-INPUT_SCALES = ("auto", *MODES)
+__all__ = ["INPUT_SCALES", "Scene", "open_scene", "resolve_bands"]
 
 
 @dataclass
@@ -26,12 +35,22 @@ class Scene:
     src: rasterio.DatasetReader
     indexes: list[int]
     nodata: float | None
-    scaling: Scaling
-    ranges: np.ndarray  # [C, 2] per-band stretch (lo, hi)
-    mean: list[float]
-    std: list[float]
-    notes: list[str] = field(default_factory=list)  # what was chosen, for the user
+    radiometry: Radiometry
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def scaling(self) -> Scaling:
+        return self.radiometry.scaling
+
+    @property
+    def ranges(self) -> np.ndarray:
+        """[C, 2] per-band stretch (lo, hi)."""
+        return self.radiometry.ranges
+
+    @property
+    def notes(self) -> list[str]:
+        """What was chosen, for the user."""
+        return self.radiometry.notes
 
     @property
     def height(self) -> int:
@@ -50,13 +69,27 @@ class Scene:
         return self.src.transform
 
     @property
+    def gcps(self) -> tuple[list[GroundControlPoint], rasterio.crs.CRS | None]:
+        """(GCPs, their CRS) of a scene georeferenced only by GCPs; ([], None) otherwise."""
+        return raster.read_gcps(self.src)
+
+    def georef(self, scale: int = 1) -> dict:
+        """`crs`, `transform` and `gcps` of an output grid `scale` times coarser than the scene
+        (1: the scene's grid): the scene transform scaled, or for a GCP-only scene its GCPs with
+        pixel/line divided by `scale` (`crs` is then the GCPs' CRS)."""
+        gcps, gcp_crs = self.gcps
+        if gcps:
+            return {"crs": gcp_crs, "transform": None, "gcps": raster.scale_gcps(gcps, scale)}
+        return {"crs": self.crs, "transform": self.transform @ Affine.scale(scale), "gcps": []}
+
+    @property
     def band_names(self) -> list[str]:
         return [self.src.descriptions[i - 1] or f"band {i}" for i in self.indexes]
 
     def read(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Model input [C, height, width] float32 (0 where invalid) and validity [height, width]."""
         x, valid = raster.read_window(self.src, self.indexes, row_off, col_off, height, width, self.nodata)
-        return prepare(x, self.scaling, self.ranges, self.mean, self.std), valid
+        return self.radiometry.apply(x), valid
 
     def close(self) -> None:
         self.src.close()
@@ -77,21 +110,22 @@ def _hints(path: Path, src: rasterio.DatasetReader) -> str:
 def resolve_bands(src: rasterio.DatasetReader, bands: str | None, meta: WeightsMeta) -> list[int]:
     """Band indexes to feed the model; a count mismatch with the weights is a usage error."""
     indexes = raster.band_indexes(src, bands)
-    want = meta.encoder_config.in_chans
-    if len(indexes) != want and not adaptable(meta, len(indexes)):
-        names = ", ".join(meta.bands)
-        hint = "select bands with --bands (numbers or descriptions)" if len(indexes) > want else ""
-        hint = hint or "use weights made for this many bands"
-        raise UsageError(
-            f"{src.name} gives {len(indexes)} band(s) but the weights expect {want} ({names}); {hint}"
-        )
+    check_band_count(len(indexes), meta.encoder_config.in_chans, meta.bands, src.name)
     return indexes
 
 
-def adaptable(meta: WeightsMeta, n_bands: int) -> bool:
-    """A single band may feed weights whose input bands are all the same band (e.g. the
-    official SAR,SAR,SAR import): the patch embedding is adapted exactly (summed kernels)."""
-    return n_bands == 1 and len(set(meta.bands)) == 1
+def _georef_warnings(path: Path, src: rasterio.DatasetReader) -> list[str]:
+    """What the user should know about the scene's georeferencing."""
+    if src.crs is not None:
+        return []
+    gcps, gcp_crs = raster.read_gcps(src)
+    if gcps:
+        where = gcp_crs.to_string() if gcp_crs else "no CRS"
+        return [
+            f"{path.name} is georeferenced by {len(gcps)} GCPs ({where}), not a geotransform: "
+            "outputs carry the same GCPs (warp with gdalwarp for a map grid)"
+        ]
+    return [f"{path.name} has no CRS: outputs will have none either"]
 
 
 def open_scene(
@@ -107,8 +141,8 @@ def open_scene(
     Normalisation statistics are computed once per scene from a decimated read (at most
     `max_side` pixels per side), excluding nodata, never per tile.
     """
-    if input_scale not in INPUT_SCALES:
-        raise UsageError(f"unknown --input-scale {input_scale!r}; use one of {', '.join(INPUT_SCALES)}")
+    spec = InputSpec.from_meta(meta.to_dict())
+    check_input_scale(input_scale)
     path = Path(path)
     src = raster.open_raster(path)
     try:
@@ -120,22 +154,8 @@ def open_scene(
             raise raster.RasterError(
                 f"{path} has no valid pixels (all nodata, NaN or masked); check the file or --nodata"
             )
-        notes, warns = [], []
-        if input_scale == "auto":
-            kind = "complex64" if dtype.startswith("complex") else dtype  # incl. GDAL's complex_int16
-            mode, reason = detect_mode(kind, sample[np.isfinite(sample)], _hints(path, src))
-            notes.append(f"input scale: {mode} ({reason}); override with --input-scale")
-        else:
-            mode, reason = input_scale, "--input-scale"
-        scaling = scene_scaling(Scaling.from_dict(meta.input_scaling), mode, reason)
-        ranges = stretch_range(to_db(sample, mode), scaling)  # [C, 2]
-        norm = meta.normalization
-        n = len(indexes)
-        mean = [norm["mean"][i % len(norm["mean"])] for i in range(n)]
-        std = [norm["std"][i % len(norm["std"])] for i in range(n)]
-        if src.crs is None:
-            warns.append(f"{path.name} has no CRS: outputs will have none either")
-        return Scene(path, src, indexes, nd, scaling, ranges, mean, std, notes, warns)
+        radiometry = spec.radiometry(sample, input_scale, _hints(path, src), dtype)
+        return Scene(path, src, indexes, nd, radiometry, _georef_warnings(path, src))
     except BaseException:
         src.close()
         raise

@@ -13,7 +13,6 @@ import argparse
 import datetime as _dt
 import hashlib
 import json
-import os
 import re
 import struct
 import warnings
@@ -322,18 +321,6 @@ def _first_line(e: BaseException) -> str:
         return f"unpickling refused: {detail[0][:200]}" if detail else "unpickling refused"
     text = msg.strip().splitlines()
     return text[0][:200] if text else type(e).__name__
-
-
-def shipped_weights_dir() -> Path:
-    """Folder of the shipped default weights: $SARMAE_WEIGHTS_DIR, the source checkout's
-    `weights/`, or the copy bundled inside an installed wheel."""
-    env = os.environ.get("SARMAE_WEIGHTS_DIR")
-    if env:
-        return Path(env)
-    checkout = Path(__file__).resolve().parents[2] / "weights"
-    if checkout.is_dir():
-        return checkout
-    return Path(__file__).resolve().parents[1] / "_shipped_weights"
 
 
 def is_safetensors(path: Path) -> bool:

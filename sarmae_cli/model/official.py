@@ -27,6 +27,7 @@ from sarmae_cli.model.checkpoint import (
 from sarmae_cli.model.config import DecoderConfig, ViTConfig
 from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.model.mae import MAEDecoder
+from sarmae_cli.outputs import check_output
 
 ENCODER_PREFIXES = ("sar_encoder.",)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -209,8 +210,6 @@ def import_official(
     command: str | None = None,
 ) -> WeightsMeta:
     """Convert `src` and write it to `dst` (atomically); returns the written metadata."""
-    from sarmae_cli.outputs import check_output
-
     check_output(Path(dst), overwrite)  # fail before the (slow) conversion
     tensors, meta = convert_official(src, keep_decoder, in_chans)
     meta.provenance["command"] = command

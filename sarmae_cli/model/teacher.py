@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from sarmae_cli.errors import UsageError, WeightsError
+from sarmae_cli.model.checkpoint import is_safetensors, load_pickled_checkpoint, load_state_strict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -140,10 +143,6 @@ class TimmTeacher(Teacher, nn.Module):
         self, arch: str, checkpoint: Path, patch_embed_only: bool = False, input_size: int = 224
     ) -> None:
         nn.Module.__init__(self)
-        import timm
-
-        from sarmae_cli.model.checkpoint import is_safetensors, load_pickled_checkpoint, load_state_strict
-
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise WeightsError(f"teacher checkpoint not found: {checkpoint}")
@@ -152,8 +151,6 @@ class TimmTeacher(Teacher, nn.Module):
         except (RuntimeError, TypeError) as e:
             raise UsageError(f"unknown teacher architecture {arch!r} for timm ({e})") from e
         if is_safetensors(checkpoint):
-            from safetensors.torch import load_file
-
             state = load_file(str(checkpoint))
         else:
             state = load_pickled_checkpoint(checkpoint)

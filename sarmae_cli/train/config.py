@@ -10,6 +10,9 @@ the dataclass defaults, the `--config` file, then the command-line flags that we
     cfg = from_dict(PretrainConfig, layers)          # unknown keys are refused
     resolved = to_dict(cfg)                          # saved in every checkpoint
 
+`set_layer(["augment.speckle=0.5"], FinetuneConfig)` turns the repeatable `--set KEY=VALUE`
+option into such a layer (KEY a dotted path, VALUE read as YAML: numbers, booleans, lists).
+
 `config_diff(saved, resolved)` lists the keys that differ (dotted names), which the loop uses
 to refuse `--resume` with another config.
 """
@@ -17,10 +20,12 @@ to refuse `--resume` with another config.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,11 +97,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        prefix = f"{where}." if where else ""
-        raise UsageError(
-            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"known: {', '.join(sorted(known))}"
-        )
+        raise _unknown_keys(unknown, known, where)
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
@@ -104,6 +105,62 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise UsageError(f"invalid config {where or cls.__name__}: {e}") from e
+
+
+def _unknown_keys(unknown: list[str], known: Sequence[str], where: str, source: str = "") -> UsageError:
+    """The error of config keys that a section does not have: each named with its dotted path,
+    close matches suggested, then the section's known keys."""
+    prefix = f"{where}." if where else ""
+    close = [m for k in unknown for m in difflib.get_close_matches(k, list(known), n=2, cutoff=0.6)]
+    hint = f" (did you mean {' or '.join(prefix + m for m in dict.fromkeys(close))}?)" if close else ""
+    return UsageError(
+        f"unknown config key(s) {', '.join(prefix + k for k in unknown)}{source}{hint}; "
+        f"known{' in ' + where if where else ''}: {', '.join(sorted(known))}"
+    )
+
+
+def set_layer(pairs: Sequence[str] | None, cls: type | None = None) -> dict[str, Any]:
+    """A config layer from `--set KEY=VALUE` pairs: KEY is a dotted path (`augment.speckle`,
+    `loop.max_steps`), VALUE is read as YAML (`0.5`, `true`, `[0.85, 1.0]`, `percentile`).
+    With `cls` (the job's config dataclass) every KEY is checked against its fields, so a
+    typo is a usage error naming the key and its close matches; values are checked when the
+    config is built (`from_dict`). A later pair for the same key wins."""
+    layer: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, text = pair.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(p.strip() for p in parts):
+            raise UsageError(f"--set {pair!r} must be KEY=VALUE with a dotted KEY, e.g. augment.speckle=0.5")
+        parts = [p.strip() for p in parts]
+        if cls is not None:
+            _check_key(cls, parts, f" in --set {pair}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"--set {pair}: the value is not valid YAML ({first})") from e
+        node = layer
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return layer
+
+
+def _check_key(cls: type, parts: list[str], source: str) -> None:
+    """Refuse a dotted key that is not a field path of the dataclass `cls`."""
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise UsageError(f"config key {where} has no sub-keys{source}")
+        known = [f.name for f in dataclasses.fields(cls) if f.init]
+        if part not in known:
+            raise _unknown_keys([part], known, where, source)
+        hint = typing.get_type_hints(cls)[part]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1
+        cls = args[0] if optional else hint
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

@@ -21,7 +21,9 @@ hands it, with a map-style dataset and a `LoopConfig`, to `train()`:
 What `train()` does, per optimizer step (`step` counts optimizer steps, from 0):
 1. lr of every param group = `get_lr(step, ...) * group["lr_scale"]` (linear warm-up, then
    half-cycle cosine to `min_lr`);
-2. `accum_steps` micro-batches of `batch_size` samples (per process): autocast on CUDA (bf16,
+2. `accum_steps` micro-batches of `batch_size` samples (per process; lowered, with one note on
+   stderr, when a process's share of the dataset is smaller than one optimizer step needs, see
+   `fit_batch_size`): autocast on CUDA (bf16,
    fp16 + GradScaler on older GPUs), fp32 on CPU; `training_step(model, batch)` is called
    with `model` = `task.model` or its DDP wrapper (call it, not `task.model`, so gradients are
    synchronised); gradients of loss / accum_steps are summed;
@@ -32,10 +34,12 @@ What `train()` does, per optimizer step (`step` counts optimizer steps, from 0):
    metrics averaged over the steps since the last row and over processes), TensorBoard too if
    installed, and a rich progress bar on stderr (when stderr is not a terminal, e.g. under
    `nohup ... > log`, a plain line at every 5 % of the run instead: step, metrics, time left);
-6. every `ckpt_every` steps, at each epoch end and at the last step: RUN_DIR/checkpoint.pt,
-   written atomically, with model, optimizer, grad-scaler, task state, step, every process's
-   RNG state and the resolved config. At each epoch end `task.on_epoch_end(epoch, run_dir)` runs
-   on rank 0 first (previews, validation; returned metrics go to RUN_DIR/epochs.csv).
+6. every `ckpt_every` steps, every `ckpt_minutes` minutes (by rank 0's clock, at the next
+   step end; the clock restarts at every checkpoint), at each epoch end and at the last step:
+   RUN_DIR/checkpoint.pt, written atomically, with model, optimizer, grad-scaler, task state,
+   step, every process's RNG state and the resolved config. At each epoch end
+   `task.on_epoch_end(epoch, run_dir)` runs on rank 0 first (previews, validation; returned
+   metrics go to RUN_DIR/epochs.csv).
 
 Exact resume: sample order and all data randomness are a pure function of (seed, epoch,
 sample index): the sampler hands the dataset `(index, seed)` keys and each sample is produced
@@ -57,7 +61,7 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +86,14 @@ EPOCH_LOG = "epochs.csv"
 #: log.csv columns that are not the task's metrics (TrainResult.metrics leaves them out).
 NOT_METRICS = ("step", "epoch", "lr", "samples_per_s")
 #: Loop settings that may change between a run and its resumption (they do not change results).
-RESUME_MAY_CHANGE = ("loop.num_workers", "loop.log_every", "loop.progress", "loop.device", "loop.ckpt_every")
+RESUME_MAY_CHANGE = (
+    "loop.num_workers",
+    "loop.log_every",
+    "loop.progress",
+    "loop.device",
+    "loop.ckpt_every",
+    "loop.ckpt_minutes",
+)
 #: Parameter names that get no weight decay (besides every 1-d tensor: biases, norm weights).
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "dist_token", "reg_token")
 
@@ -94,7 +105,8 @@ class TrainingDiverged(SarmaeError):
 @dataclass
 class LoopConfig:
     """Optimisation settings. `batch_size` is per process and micro-batch: one optimizer step
-    sees batch_size x accum_steps x processes samples."""
+    sees batch_size x accum_steps x processes samples (`train()` lowers a batch size that the
+    dataset cannot fill, see `fit_batch_size`)."""
 
     epochs: int | None = None
     max_steps: int | None = None  # caps the run; with `epochs` unset it defines it
@@ -111,6 +123,7 @@ class LoopConfig:
     seed: int = 0
     log_every: int = 10  # steps between log.csv rows
     ckpt_every: int = 500  # steps between checkpoints (0: only at epoch ends and the end)
+    ckpt_minutes: float = 10.0  # also a checkpoint when this much time passed since the last (0: off)
     num_workers: int = 0
     device: str = "auto"
     progress: bool = True
@@ -128,6 +141,8 @@ class LoopConfig:
             raise UsageError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.ckpt_every < 0 or self.num_workers < 0 or self.warmup_epochs < 0:
             raise UsageError("ckpt_every, num_workers and warmup_epochs must be >= 0")
+        if not self.ckpt_minutes >= 0:  # also refuses NaN
+            raise UsageError(f"ckpt_minutes must be >= 0 (0: off), got {self.ckpt_minutes}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -144,6 +159,21 @@ class LoopConfig:
         if self.warmup_steps is not None:
             return int(self.warmup_steps)
         return int(round(self.warmup_epochs * steps_per_epoch))
+
+
+def fit_batch_size(cfg: LoopConfig, n_samples: int, world_size: int = 1) -> int:
+    """The per-process batch size `train()` uses on `n_samples` samples: `cfg.batch_size`, or,
+    when one optimizer step (batch_size x accum_steps per process) needs more than a process's
+    share of the data (n_samples // world_size, the sampler drops the rest), the largest batch
+    size that fits, kept even when `cfg.batch_size` is even (mixup and cutmix pair the chips of a
+    batch). 0 when not even batch size 1 fits. A pure function, so a resumed run lowers alike."""
+    share = n_samples // world_size
+    if cfg.batch_size * cfg.accum_steps <= share:
+        return cfg.batch_size
+    fit = share // cfg.accum_steps
+    if cfg.batch_size % 2 == 0 and fit > 1:
+        fit -= fit % 2
+    return fit
 
 
 def get_lr(step: int, lr: float, min_lr: float, warmup: int, total: int) -> float:
@@ -331,6 +361,27 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise SarmaeError(f"cannot read checkpoint {path} ({first}); start a new run folder") from e
 
 
+class CheckpointClock:
+    """Time-based checkpoints: `due()` once `minutes` have passed since the last `restart()`.
+    Only rank 0's clock counts and its answer reaches every process (a collective, so call it at
+    the same point on all of them), so all processes checkpoint at the same step."""
+
+    def __init__(self, minutes: float, env: DistEnv) -> None:
+        self.seconds = 60.0 * minutes
+        self.env = env
+        self.restart()
+
+    def restart(self) -> None:
+        self.t0 = time.monotonic()
+
+    def due(self) -> bool:
+        if not self.seconds:  # the same on every process: no collective
+            return False
+        late = self.env.is_main and time.monotonic() - self.t0 >= self.seconds
+        flag = torch.tensor(float(late), device=self.env.device)
+        return float(distributed.all_reduce_max(flag, self.env)) > 0
+
+
 class CsvLog:
     """A CSV file of rows (dicts); on resume, rows after the resumed step are dropped."""
 
@@ -456,6 +507,10 @@ def train(
     env = distributed.setup(cfg.device)
     device = env.device
     run_dir = Path(run_dir)
+    n_samples = len(dataset)  # type: ignore[arg-type]
+    asked = cfg.batch_size
+    if 0 < (fit := fit_batch_size(cfg, n_samples, env.world_size)) < asked:
+        cfg = replace(cfg, batch_size=fit)  # before `config`: checkpoints hold the batch size used
     config = {**to_dict(full_config or {}), "loop": to_dict(cfg)}
     ckpt_path = run_dir / CHECKPOINT
 
@@ -470,7 +525,7 @@ def train(
                 f"cannot resume {run_dir}: its checkpoint was made with another config "
                 f"({'; '.join(diff[:6])}); rerun with the same config or use a new run folder"
             )
-    if len(dataset) == 0:  # type: ignore[arg-type]
+    if n_samples == 0:
         raise SarmaeError("the training dataset is empty")
     if env.is_main:
         try:
@@ -478,6 +533,16 @@ def train(
         except OSError as e:
             raise UsageError(f"cannot create run folder {run_dir}: {e.strerror}") from e
     distributed.barrier(env)
+    if cfg.batch_size < asked:
+        accum = f" (x {cfg.accum_steps} accumulation steps)" if cfg.accum_steps > 1 else ""
+        share = f" ({n_samples // env.world_size} per process)" if env.distributed else ""
+        Console(stderr=True, quiet=not (cfg.progress and env.is_main)).print(
+            f"note: batch size {asked}{accum} does not fit the {n_samples} training samples{share}; "
+            f"training with batch size {cfg.batch_size}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
     # data: one order per (seed, epoch), sharded over processes, micro-batches dropped at the end
     sampler = ResumableSampler(dataset, env, cfg.seed)  # type: ignore[arg-type]
@@ -494,11 +559,11 @@ def train(
     )
     micro_per_epoch = len(loader)
     steps_per_epoch = micro_per_epoch // cfg.accum_steps
-    if steps_per_epoch == 0:
+    if steps_per_epoch == 0:  # fewer samples per process than micro-batches per step
         raise UsageError(
-            f"the dataset has {len(dataset)} samples, fewer than one optimizer step needs "  # type: ignore[arg-type]
-            f"(batch size {cfg.batch_size} x accumulation {cfg.accum_steps} x {env.world_size} "
-            "process(es)); lower --batch-size or add data"
+            f"the dataset has {n_samples} samples, fewer than one optimizer step needs even at "
+            f"batch size 1 (accumulation {cfg.accum_steps} x {env.world_size} process(es)); "
+            "lower --accum-steps, use fewer processes or add data"
         )
     total = cfg.total_steps(steps_per_epoch)
     warmup = min(cfg.warmup(steps_per_epoch), total)
@@ -540,6 +605,7 @@ def train(
     sums: dict[str, float] = {}
     n_sum = 0
     t_last = time.perf_counter()
+    clock = CheckpointClock(cfg.ckpt_minutes, env)
 
     def checkpoint() -> None:
         rngs = distributed.gather_objects(rng_state(device), env)
@@ -638,8 +704,11 @@ def train(
                     if epoch_metrics and epoch_log is not None:
                         epoch_log.append({"epoch": epoch + 1, "step": step, **epoch_metrics})
                         progress.console.print(f"epoch {epoch + 1}: {_fmt(epoch_metrics)}")
-                if epoch_end or step == total or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+                by_steps = bool(cfg.ckpt_every) and step % cfg.ckpt_every == 0
+                # the same on every process up to clock.due(), so all of them call it or none
+                if epoch_end or step == total or by_steps or clock.due():
                     checkpoint()
+                    clock.restart()  # after the save: a slow save does not eat into the next interval
                 t_last += time.perf_counter() - t_pause  # previews and checkpoints are not training time
                 if epoch_end:
                     break

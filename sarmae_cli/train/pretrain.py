@@ -54,8 +54,20 @@ from sarmae_cli.model.mae import MAE
 from sarmae_cli.model.teacher import AlignHead, Teacher, TeacherCache, build_teacher, sarc_loss
 from sarmae_cli.outputs import atomic_output
 from sarmae_cli.train import distributed
-from sarmae_cli.train.config import to_dict
-from sarmae_cli.train.loop import LoopConfig, SeededDataset, TrainResult, TrainTask, sample_seed, train
+from sarmae_cli.train.config import from_dict, to_dict
+from sarmae_cli.train.loop import (
+    CHECKPOINT,
+    LOG,
+    NOT_METRICS,
+    LoopConfig,
+    SeededDataset,
+    TrainResult,
+    TrainTask,
+    check_run_dir,
+    load_checkpoint,
+    sample_seed,
+    train,
+)
 
 WEIGHTS = "encoder.safetensors"
 
@@ -340,9 +352,6 @@ def export_snapshot(
 ) -> WeightsMeta:
     """The model of a pretraining run's latest checkpoint (while the run goes on, or after it
     stopped early) as a weights file like the final `encoder.safetensors`, marked as a snapshot."""
-    from sarmae_cli.train.config import from_dict
-    from sarmae_cli.train.loop import CHECKPOINT, LOG, load_checkpoint
-
     run_dir = Path(run_dir)
     ckpt, report_path = run_dir / CHECKPOINT, run_dir / DATA_REPORT
     if not ckpt.is_file() or not report_path.is_file():
@@ -371,8 +380,6 @@ def export_snapshot(
 
 def _logged_metrics(path: Path, step: int) -> dict[str, float]:
     """The metrics of the last log.csv row at or before `step` (as `TrainResult.metrics`), or {}."""
-    from sarmae_cli.train.loop import NOT_METRICS
-
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
@@ -403,8 +410,6 @@ def run_pretrain(
 ) -> PretrainResult:
     """Pretrain as `cfg` says into `run_dir` (see the module docstring). `teacher` replaces the
     one `cfg.sarc` names (tests and benchmarks use a synthetic one)."""
-    from sarmae_cli.train.loop import check_run_dir
-
     console = console or Console(stderr=True, quiet=not cfg.loop.progress)
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume)

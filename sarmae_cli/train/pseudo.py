@@ -21,6 +21,7 @@ from sarmae_cli.data.unlabelled import find_images
 from sarmae_cli.errors import UsageError, WeightsError
 from sarmae_cli.model.factory import load_model
 from sarmae_cli.model.runtime import autocast
+from sarmae_cli.train.evaluate import stored_spec
 
 REST = "rest"
 
@@ -65,8 +66,6 @@ def teacher_predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top class and its softmax probability for each raw chip, with the teacher's own
     preprocessing. Returns (labels [N] int64, confidence [N] float32)."""
-    from sarmae_cli.train.finetune import stored_spec  # finetune imports this module
-
     model, meta = load_model(Path(teacher))
     if meta.task != "classification":
         raise WeightsError(

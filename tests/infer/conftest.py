@@ -8,12 +8,12 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from sarmae_cli.infer.models import SHIPPED
 from sarmae_cli.model.checkpoint import WeightsMeta
 from sarmae_cli.model.config import preset
 from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.model.factory import EncoderModel, save_model
 from sarmae_cli.model.heads import Classifier, Segmenter
+from sarmae_cli.shipped import SHIPPED
 
 TRANSFORM = from_origin(500000.0, 4_650_000.0, 10.0, 10.0)
 

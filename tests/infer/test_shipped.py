@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from sarmae_cli.errors import WeightsError
-from sarmae_cli.infer.models import SHIPPED, Models, shipped_path
+from sarmae_cli.infer.models import Models
+from sarmae_cli.shipped import SHIPPED, shipped_path
 from tests.infer.conftest import db_scene, flip_byte, make_shipped, write_scene
 
 

@@ -1,5 +1,6 @@
 """The shared training loop on a toy regression task: schedule, parameter groups,
-accumulation, exact resume (in-process interruption and SIGKILL), NaN stop, config refusal."""
+accumulation, exact resume (in-process interruption and SIGKILL), NaN stop, config refusal,
+a batch size lowered to a small dataset, time-based checkpoints."""
 
 import csv
 import math
@@ -7,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from torch.utils.data import Dataset
 
 from sarmae_cli.errors import OutputExistsError, UsageError
 from sarmae_cli.model import MAE, preset
+from sarmae_cli.train import loop
 from sarmae_cli.train.config import config_diff, from_dict, load_config_file, merge_config, to_dict
 from sarmae_cli.train.loop import (
     CHECKPOINT,
@@ -24,6 +28,7 @@ from sarmae_cli.train.loop import (
     TrainingDiverged,
     TrainTask,
     default_param_groups,
+    fit_batch_size,
     get_lr,
     load_checkpoint,
     train,
@@ -61,9 +66,11 @@ class ToyTask(TrainTask):
         self.calls = 0
         self.stop_at, self.nan_at = stop_at, nan_at
         self.epochs_seen: list[int] = []
+        self.batch_sizes: list[int] = []
 
     def training_step(self, model, batch):
         self.calls += 1
+        self.batch_sizes.append(len(batch[0]))
         if self.stop_at is not None and self.calls == self.stop_at:
             if os.environ.get("TOY_SIGKILL"):
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -218,12 +225,87 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
 
 
 def test_too_small_dataset_and_bad_config_are_usage_errors(tmp_path):
-    with pytest.raises(UsageError, match="fewer than one optimizer step"):
-        train(ToyTask(), NoisyLinearData(n=4), cfg(), tmp_path / "run")
+    # 4 samples cannot fill 8 accumulated micro-batches even at batch size 1
+    with pytest.raises(UsageError, match="fewer than one optimizer step needs even at batch size 1"):
+        train(ToyTask(), NoisyLinearData(n=4), cfg(accum_steps=8), tmp_path / "run")
     with pytest.raises(UsageError, match="--epochs N or --max-steps N"):
         train(ToyTask(), NoisyLinearData(), cfg(max_steps=None), tmp_path / "run2")
     with pytest.raises(UsageError, match="min_lr"):
         LoopConfig(epochs=1, lr=1e-4, min_lr=1e-3)
+    for bad in (-1, float("nan")):
+        with pytest.raises(UsageError, match="ckpt_minutes must be >= 0"):
+            LoopConfig(epochs=1, ckpt_minutes=bad)
+    assert LoopConfig(epochs=1, ckpt_minutes=0).ckpt_minutes == 0  # 0: off
+
+
+def test_fit_batch_size_lowers_only_what_one_step_cannot_fill():
+    assert fit_batch_size(cfg(batch_size=8), 64) == 8
+    assert fit_batch_size(cfg(batch_size=64), 50) == 50
+    assert fit_batch_size(cfg(batch_size=64), 51) == 50  # an even batch stays even (mixup pairs)
+    assert fit_batch_size(cfg(batch_size=63), 51) == 51
+    assert fit_batch_size(cfg(batch_size=64), 1) == 1
+    # per process (the sampler drops the remainder) and per accumulated micro-batch: 50 // 2 // 2
+    assert fit_batch_size(cfg(batch_size=64, accum_steps=2), 50, world_size=2) == 12
+    assert fit_batch_size(cfg(batch_size=64, accum_steps=8), 4) == 0  # refused by train()
+
+
+def test_batch_larger_than_dataset_is_lowered_with_one_note_and_resumes(tmp_path, capsys):
+    """`--shots 5` gives a few dozen samples, fewer than the default batch of 64: the run uses
+    the whole dataset per batch, says so once, stores that batch size and resumes with it."""
+    data = NoisyLinearData(n=20)  # one step per epoch: a checkpoint at every step
+    task = ToyTask(stop_at=4)
+    with pytest.raises(Interrupted):
+        train(task, data, cfg(batch_size=64, max_steps=6, progress=True), tmp_path / "run")
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note:")]
+    assert notes == ["note: batch size 64 does not fit the 20 training samples; training with batch size 20"]
+    assert task.batch_sizes == [20] * 4
+    ck = load_checkpoint(tmp_path / "run" / CHECKPOINT)
+    assert ck["step"] == 3 and ck["config"]["loop"]["batch_size"] == 20
+    # the same command resumes (the same lowering, no config difference); quiet: no note
+    resumed = ToyTask()
+    res = train(resumed, data, cfg(batch_size=64, max_steps=6), tmp_path / "run", resume=True)
+    assert res.step == 6 and resumed.batch_sizes == [20] * 3
+    assert "note:" not in capsys.readouterr().err
+    # and equals a run asked for batch size 20 in the first place
+    ref = ToyTask()
+    train(ref, data, cfg(batch_size=20, max_steps=6), tmp_path / "ref")
+    torch.testing.assert_close(params(resumed.model), params(ref.model), rtol=1e-6, atol=1e-7)
+    assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "ref"), rel=1e-6)
+
+
+def test_time_based_checkpoints_are_written_mid_run(tmp_path, monkeypatch):
+    """With `ckpt_every=0`, a checkpoint every `ckpt_minutes` minutes besides the epoch end
+    (step 8) and the end (step 12); the clock restarts at every checkpoint."""
+    now = [0.0]  # loop.py's monotonic clock, in seconds; each step takes a minute
+    fake_time = SimpleNamespace(monotonic=lambda: now[0], perf_counter=time.perf_counter)
+    monkeypatch.setattr(loop, "time", fake_time)
+    saved: list[tuple[int, bool]] = []
+    real_save = loop.save_checkpoint
+
+    def save(path: Path, state: dict) -> None:
+        real_save(path, state)
+        saved.append((state["step"], load_checkpoint(path)["step"] == state["step"]))
+
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+
+    class MinuteSteps(ToyTask):
+        def training_step(self, model, batch):
+            now[0] += 60.0
+            return super().training_step(model, batch)
+
+    run = tmp_path / "run"
+    res = train(MinuteSteps(), NoisyLinearData(), cfg(ckpt_every=0, ckpt_minutes=2.5), run)
+    assert res.step == 12
+    assert saved == [(3, True), (6, True), (8, True), (11, True), (12, True)]
+    saved.clear()
+    train(MinuteSteps(), NoisyLinearData(), cfg(ckpt_every=0, ckpt_minutes=0), tmp_path / "off")
+    assert [s for s, _ in saved] == [8, 12]  # 0: off
+    saved.clear()
+    train(MinuteSteps(), NoisyLinearData(), cfg(ckpt_every=5, ckpt_minutes=2.5), tmp_path / "both")
+    assert [s for s, _ in saved] == [3, 5, 8, 10, 12]  # either trigger; each restarts the clock
+    # ckpt_minutes does not change results: a run may resume with another value
+    res = train(ToyTask(), NoisyLinearData(), cfg(ckpt_every=0, ckpt_minutes=30), run, resume=True)
+    assert res.step == 12
 
 
 def test_config_files_overrides_and_diff(tmp_path):

@@ -11,6 +11,7 @@ from sarmae_cli.errors import UsageError
 from sarmae_cli.model import WeightsMeta, preset
 from sarmae_cli.model.factory import save_model
 from sarmae_cli.model.heads import Classifier
+from sarmae_cli.train import evaluate as ev
 from sarmae_cli.train import finetune as ft
 from sarmae_cli.train import pseudo
 from tests.train.conftest import CLASSES
@@ -46,7 +47,7 @@ def test_teacher_predictions_are_what_eval_only_scores(mstar, tmp_path):
     index = labelled.scan_classification(val, list(CLASSES))
     raws, truth = labelled.load_chips(index.samples, labelled.LoadReport())
     pred, conf = pseudo.teacher_predict(out, raws, list(CLASSES), torch.device("cpu"))
-    m, _ = ft.evaluate_weights(out, val, torch.device("cpu"))
+    m, _ = ev.evaluate_weights(out, val, torch.device("cpu"))
     cm = np.zeros((3, 3), np.int64)
     np.add.at(cm, (np.asarray(truth), pred), 1)
     assert cm.tolist() == m["confusion_matrix"]
