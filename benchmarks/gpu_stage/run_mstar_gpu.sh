@@ -64,7 +64,7 @@ else
   )
 fi
 common="--task classification --batch-size 32 --lr 1e-3 --config docs/model_cards/configs/ft_cls.yaml --device $DEV --workers $WORKERS -q"
-framing() { if [ "$1" = N ]; then echo "--chip-size 64 --fit center_crop"; else echo "--crop 64 --chip-size 128"; fi; }
+framing() { if [ "$1" = N ]; then echo "--chip-size 64 --fit center_crop"; else echo "--set data.crop=64 --chip-size 128"; fi; }
 
 # launch DIR STEPS|probe: every job at once; each gets --epochs round(STEPS / steps per epoch)
 launch() {

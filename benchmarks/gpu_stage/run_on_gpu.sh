@@ -30,8 +30,8 @@ S="python3 -m sarmae_cli"
 } 2>&1 | tee $OUT/env.txt
 
 rm -rf /tmp/devdata && mkdir -p /tmp/devdata && tar -xf $D/data.tar -C /tmp/devdata || exit 1
-common=(/tmp/devdata/data/mix.txt --model tiny --img-size 128 --no-sarc --init $D/init.safetensors --config $D/devpt.yaml
-  --batch-size $BS --num-workers $WORKERS --device $DEV --lr $LR --log-every 10 -q)
+common=(/tmp/devdata/data/mix.txt --model tiny --chip-size 128 --no-sarc --init $D/init.safetensors --config $D/devpt.yaml
+  --batch-size $BS --workers $WORKERS --device $DEV --lr $LR --log-every 10 -q)
 
 # 1. probe: 30 steps to measure samples/s on this machine
 echo "[$(el)s] probe" | tee -a $OUT/run.log

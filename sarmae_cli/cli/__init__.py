@@ -1,5 +1,9 @@
 """The `sarmae` command line: a thin layer over the library. Errors are mapped to
-one-line messages and exit codes here, in one place."""
+one-line messages and exit codes here, in one place.
+
+Each command module parses its options (declared once in `options.py`) and makes one library
+call; it imports the library inside its command function, so that `sarmae --help`,
+`sarmae CMD --help` and `sarmae weights list` load neither torch nor timm."""
 
 import os
 import sys
@@ -8,21 +12,24 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sarmae_cli import __version__
-from sarmae_cli.cli import classify, demo, embed, export, finetune, pretrain, segment, weights
+from sarmae_cli import __version__, signals
+from sarmae_cli.cli import classify, demo, embed, evaluate, export, finetune, pretrain, segment, weights
 from sarmae_cli.errors import SarmaeError
 
 
 class SarmaeGroup(TyperGroup):
     """Runs the app and turns every error into one line on stderr and an exit code:
-    0 ok, 1 runtime failure, 2 usage error, 130 interrupted."""
+    0 ok, 1 runtime failure, 2 usage error, 128+n stopped by signal n (130 Ctrl-C, 143 SIGTERM,
+    129 SIGHUP: `signals.py` turns SIGTERM and SIGHUP into a KeyboardInterrupt)."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        signals.install_signal_handlers()
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
             code = rv if isinstance(rv, int) else 0
-            if code == 130:  # typer turns Ctrl-C into Exit(130)
-                typer.echo("Interrupted.", err=True)
+            if code == 130:  # typer turns Ctrl-C (and SIGTERM/SIGHUP, see signals.py) into Exit(130)
+                message, code = signals.interruption()
+                typer.echo(message, err=True)
         except typer.TyperException as e:  # click-level usage errors
             if type(e).__name__ != "NoArgsIsHelpError":  # that one has shown the help already
                 ctx = getattr(e, "ctx", None)
@@ -33,8 +40,8 @@ class SarmaeGroup(TyperGroup):
             typer.echo(f"Error: {e}", err=True)
             code = e.exit_code
         except (typer.Abort, KeyboardInterrupt):
-            typer.echo("Interrupted.", err=True)
-            code = 130
+            message, code = signals.interruption()
+            typer.echo(message, err=True)
         except Exception as e:
             if os.environ.get("SARMAE_DEBUG"):
                 raise
@@ -78,6 +85,7 @@ def _root(
 
 app.command()(pretrain.pretrain)
 app.command()(finetune.finetune)
+app.command()(evaluate.evaluate)
 app.command()(embed.embed)
 app.command()(classify.classify)
 app.command()(segment.segment)

@@ -25,16 +25,12 @@ from sarmae_cli.cli.options import (
     Tile,
     WeightsPath,
     no_chip_done,
+    output_option,
     some_chips_failed,
 )
 from sarmae_cli.errors import UsageError
-from sarmae_cli.infer.api import Options, classify_chips, classify_scene, list_chips
-from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
-from sarmae_cli.infer.models import Models, resolve_weights
-from sarmae_cli.infer.writers import parse_creation_options
-from sarmae_cli.outputs import atomic_output
+from sarmae_cli.outputs import atomic_output, check_output
 
-RASTER_SUFFIXES = (".tif", ".tiff")
 FORMATS = ("csv", "jsonl")
 
 
@@ -64,12 +60,10 @@ def format_rows(rows: list[dict], fmt: str, top_k: int) -> str:
 
 
 def classify(
-    inputs: Annotated[list[Path], typer.Argument(help="Chips, folders of chips, or scenes (with -o X.tif).")],
+    inputs: Annotated[list[str], typer.Argument(help="Chips, folders of chips, or scenes (with -o X.tif).")],
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output", "-o", help="CSV/JSONL file (default: stdout), or a .tif for a per-tile class map."
-        ),
+        output_option("CSV/JSONL file (default: stdout), or a .tif for a per-tile class map."),
     ] = None,
     output_dir: OutputDir = None,
     fmt: Annotated[
@@ -100,10 +94,16 @@ def classify(
 
     $ sarmae classify scene.tif -o classes.tif --tile 128
     """
+    from sarmae_cli.data.raster import GEOTIFF_SUFFIXES
+    from sarmae_cli.infer.api import Options, classify_chips, classify_scene, list_chips
+    from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
+    from sarmae_cli.infer.models import Models, resolve_weights
+    from sarmae_cli.infer.writers import parse_creation_options
+
     models = Models("classify", resolve_weights("classify", weights, None), device, threads)
     creation = parse_creation_options(co)
     opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
-    scene_mode = output_dir is not None or (output is not None and output.suffix.lower() in RASTER_SUFFIXES)
+    scene_mode = output_dir is not None or (output is not None and output.suffix.lower() in GEOTIFF_SUFFIXES)
     if scene_mode:
         paths = shard(expand_inputs(inputs))
         many = len(paths) > 1
@@ -123,6 +123,8 @@ def classify(
     if json_summary and output is None:
         raise UsageError("--json needs -o FILE: the results themselves go to stdout otherwise")
     paths = list_chips(inputs)
+    if output is not None:  # before the work; never over a chip
+        check_output(output, overwrite, inputs=paths)
     with Reporter(quiet) as rep:
         opts.progress = rep.progress("chips")
         rows, failures = classify_chips(paths, models, opts, top_k)

@@ -23,20 +23,16 @@ from sarmae_cli.cli.options import (
     Tile,
     WeightsPath,
     no_chip_done,
+    output_option,
     some_chips_failed,
 )
 from sarmae_cli.errors import UsageError
-from sarmae_cli.infer.api import Options, embed_chips, embed_scene, list_chips
-from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
-from sarmae_cli.infer.models import Models, resolve_weights
-from sarmae_cli.infer.writers import parse_creation_options
 
 
 def embed(
-    inputs: Annotated[list[Path], typer.Argument(help="GeoTIFF scenes (files, globs) or a folder of chips.")],
+    inputs: Annotated[list[str], typer.Argument(help="GeoTIFF scenes (files, globs) or a folder of chips.")],
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="GeoParquet of tile embeddings; '{stem}' = input name."),
+        Path | None, output_option("GeoParquet of tile embeddings; '{stem}' = input name.")
     ] = None,
     output_dir: OutputDir = None,
     dense: Annotated[
@@ -66,16 +62,21 @@ def embed(
 
     $ sarmae embed chips/ -o chips.parquet
     """
+    from sarmae_cli.infer.api import Options, embed_chips, embed_scene, list_chips
+    from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
+    from sarmae_cli.infer.models import Models, resolve_weights
+    from sarmae_cli.infer.writers import parse_creation_options
+
     if output is None and output_dir is None:
         raise UsageError("give the output with -o FILE (or --output-dir DIR for several inputs)")
     models = Models("embed", resolve_weights("embed", weights, None), device, threads)
     creation = parse_creation_options(co)
     opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
-    if len(inputs) == 1 and inputs[0].is_dir():
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
         if output is None or dense is not None:
             raise UsageError("a folder of chips gives one GeoParquet: use -o FILE (no --dense)")
         with Reporter(quiet) as rep:
-            opts.progress = rep.progress(inputs[0].name)
+            opts.progress = rep.progress(Path(inputs[0]).name)
             summary = embed_chips(list_chips(inputs), output, models, opts)
         if not summary["embedded"]:
             raise no_chip_done("embedded", summary["failed"])

@@ -8,13 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sarmae_cli.cli.options import JsonSummary, Overwrite, Quiet
-from sarmae_cli.export.onnx_export import export_onnx
+from sarmae_cli.cli.options import JsonSummary, Overwrite, Quiet, output_option
 
 
 def export(
     weights: Annotated[Path, typer.Argument(help="Weights file to export (.safetensors).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")],
+    output: Annotated[Path, output_option("ONNX file to write.")],
     tile: Annotated[
         int | None,
         typer.Option("--tile", min=1, help="Fixed tile size of the graph (default: the weights' tile)."),
@@ -44,6 +43,8 @@ def export(
 
     $ sarmae export water.safetensors -o water.onnx --int8 --holdout ombria_s1/train/AFTER
     """
+    from sarmae_cli.export.onnx_export import export_onnx
+
     console = Console(stderr=True, quiet=quiet)
     with console.status(f"exporting {weights} ..."):
         report = export_onnx(

@@ -1,4 +1,10 @@
-"""Options and choices shared by several commands, and the not-yet-implemented guard."""
+"""The options of the commands, each name declared once (one name per concept: `--workers`,
+`--chip-size`, `--fit`, `--input-scale`... mean the same in every command), their choices,
+and the progress/summary `Reporter`.
+
+Light on purpose: `sarmae --help` imports this and every command module, so nothing here
+(or at the top of a command module) may import torch, timm, rasterio or onnx; commands
+import the library inside their function."""
 
 from __future__ import annotations
 
@@ -23,9 +29,49 @@ class ModelPreset(StrEnum):
     large = "large"
 
 
+class Fit(StrEnum):
+    resize = "resize"
+    center_crop = "center_crop"
+
+
+def output_option(help: str) -> Any:
+    """`--output/-o`, the one name of every command's output; what it writes is the command's
+    own help."""
+    return typer.Option("--output", "-o", help=help)
+
+
+# ----------------------------------------------------------------- every command that has it
+
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
-JsonSummary = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+JsonSummary = Annotated[
+    bool, typer.Option("--json", help="Print the result (summary or metrics) as JSON on stdout.")
+]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="auto (CUDA when there is one, the default), cpu, cuda or cuda:N."),
+]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        min=1,
+        help="Samples per batch: tiles or chips per forward pass; in training, per optimizer step "
+        "and process (lowered to the training set when it is smaller).",
+    ),
+]
+InputScale = Annotated[
+    str | None,
+    typer.Option(
+        "--input-scale",
+        help="Input radiometry: auto (the default: detected, and said what it chose), uint8, uint16, "
+        "db, power or amplitude.",
+    ),
+]
+
+# ----------------------------------------------------------------- inference
+
 WeightsPath = Annotated[
     Path | None,
     typer.Option(
@@ -38,19 +84,12 @@ Threads = Annotated[
     int | None,
     typer.Option("--threads", min=1, help="onnxruntime threads for .onnx weights (default: all cores)."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Tiles per batch.")]
 Tile = Annotated[int | None, typer.Option("--tile", min=1, help="Tile size in pixels.")]
 Overlap = Annotated[int | None, typer.Option("--overlap", min=0, help="Overlap between tiles in pixels.")]
 CreationOption = Annotated[
     list[str] | None,
     typer.Option("--co", metavar="NAME=VALUE", help="GDAL creation option (repeatable)."),
 ]
-ConfigFile = Annotated[
-    Path | None, typer.Option("--config", help="YAML or TOML config file; flags override it.")
-]
-
-
 OutputDir = Annotated[
     Path | None,
     typer.Option("--output-dir", help="Folder for the outputs of many inputs (named after each input)."),
@@ -62,11 +101,89 @@ Bands = Annotated[
 Nodata = Annotated[
     float | None, typer.Option("--nodata", help="Input nodata value (default: the file's nodata or mask).")
 ]
-InputScale = Annotated[
-    str,
+
+# ----------------------------------------------------------------- training and evaluation
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML or TOML config file; --set and the other options override it."),
+]
+SetOption = Annotated[
+    list[str] | None,
     typer.Option(
-        "--input-scale",
-        help="Input radiometry: auto, uint8, uint16, db, power or amplitude (auto says what it chose).",
+        "--set",
+        metavar="KEY=VALUE",
+        help="Set one config key (repeatable): KEY a dotted path such as augment.speckle or "
+        "loop.max_steps, VALUE read as YAML (0.5, true, [0.85,1.0]). Overrides --config; the "
+        "other options override it.",
+    ),
+]
+Init = Annotated[
+    str | None,
+    typer.Option(
+        "--init",
+        help="Weights to start from (.safetensors); finetune also takes 'default' (the shipped "
+        "encoder, its default) or 'random' (a ViT-Base, or --set model.preset=NAME).",
+    ),
+]
+Model = Annotated[ModelPreset | None, typer.Option("--model", help="Encoder size (default tiny).")]
+Epochs = Annotated[
+    int | None, typer.Option("--epochs", min=1, help="Passes over the training data (default: the recipe's).")
+]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")]
+Lr = Annotated[
+    float | None,
+    typer.Option(
+        "--lr", min=0.0, help="Peak learning rate, reached after the warm-up (default: the recipe's)."
+    ),
+]
+ChipSize = Annotated[
+    int | None,
+    typer.Option(
+        "--chip-size",
+        min=16,
+        help="Model input size in pixels (default: the encoder's; pretraining 224).",
+    ),
+]
+FitOpt = Annotated[
+    Fit | None,
+    typer.Option(
+        "--fit",
+        help="Chips of another size: resize them whole (default) or center_crop their centre "
+        "--chip-size pixels at native resolution.",
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", min=0, help="Data-loading worker processes (default 0: the main process)."),
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+Seeds = Annotated[
+    str, typer.Option("--seeds", help="Comma-separated seeds, one run each (mean ± std), e.g. 0,1,2.")
+]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
+]
+CkptEvery = Annotated[
+    int | None,
+    typer.Option("--ckpt-every", min=0, help="Steps between checkpoints (default 500; 0: epoch ends only)."),
+]
+CkptMinutes = Annotated[
+    float | None,
+    typer.Option(
+        "--ckpt-minutes",
+        min=0.0,
+        help="Also write a checkpoint when this many minutes passed since the last (default 10; 0: off).",
+    ),
+]
+ValFraction = Annotated[
+    float | None,
+    typer.Option(
+        "--val-fraction",
+        min=0.0,
+        max=0.9,
+        help="Share of each class held out by the stored split seed: finetune validates on it "
+        "without --val (default 0.2); evaluate scores only that share.",
     ),
 ]
 

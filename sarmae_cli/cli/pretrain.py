@@ -6,12 +6,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from sarmae_cli.cli.options import ConfigFile, ModelPreset, Quiet
-from sarmae_cli.train import distributed
-from sarmae_cli.train.config import from_dict, load_config_file, merge_config
-from sarmae_cli.train.pretrain import PretrainConfig, run_pretrain
+from sarmae_cli.cli.options import (
+    BatchSize,
+    ChipSize,
+    CkptEvery,
+    CkptMinutes,
+    ConfigFile,
+    DeviceOpt,
+    Epochs,
+    FitOpt,
+    Init,
+    InputScale,
+    Lr,
+    MaxSteps,
+    Model,
+    Quiet,
+    Resume,
+    Seed,
+    SetOption,
+    Workers,
+    output_option,
+)
 
 
 def _csv(text: str | None, cast: Any = str) -> list | None:
@@ -19,7 +35,7 @@ def _csv(text: str | None, cast: Any = str) -> list | None:
 
 
 def pretrain(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")],
+    output: Annotated[Path, output_option("Run folder: checkpoint, logs, previews and the final weights.")],
     sources: Annotated[
         list[Path] | None,
         typer.Argument(help="Folders of SAR chips, GeoTIFF scenes, ZIP archives or CSV/TXT manifests."),
@@ -38,19 +54,11 @@ def pretrain(
             help="CSV of SAR-optical pairs (columns sar,opt) or a folder with sar/ and opt/, for SARC.",
         ),
     ] = None,
-    model: Annotated[ModelPreset | None, typer.Option("--model", help="Encoder size (default tiny).")] = None,
-    init: Annotated[
-        Path | None,
-        typer.Option("--init", help="Start from these sarmae weights (continued pretraining)."),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.")
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", "-b", min=1, help="Chips per step and process (default 64)."),
-    ] = None,
+    model: Model = None,
+    init: Init = None,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    batch_size: BatchSize = None,
     sare: Annotated[
         bool | None, typer.Option("--sare/--no-sare", help="Speckle injection (SARE) (default on).")
     ] = None,
@@ -64,7 +72,8 @@ def pretrain(
         ),
     ] = None,
     config: ConfigFile = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT.")] = False,
+    set_: SetOption = None,
+    resume: Resume = False,
     teacher_arch: Annotated[
         str | None, typer.Option("--teacher-arch", help="timm architecture of a checkpoint teacher.")
     ] = None,
@@ -94,39 +103,22 @@ def pretrain(
             "--paired-fraction", min=0.0, max=1.0, help="Share of paired samples per epoch (default 0.7)."
         ),
     ] = None,
-    img_size: Annotated[
-        int | None, typer.Option("--img-size", min=16, help="Training crop size (default 224).")
-    ] = None,
-    chip_fit: Annotated[
-        str | None,
-        typer.Option(
-            "--chip-fit",
-            help="resize (default): each chip whole at --img-size; center_crop: its centre "
-            "--img-size pixels at native resolution (as finetune --fit center_crop).",
-        ),
-    ] = None,
+    chip_size: ChipSize = None,
+    fit: FitOpt = None,
     bands: Annotated[
         str | None,
         typer.Option("--bands", help="Band names, one per input channel, e.g. VV,VH (default SAR)."),
     ] = None,
-    input_scale: Annotated[
-        str | None,
-        typer.Option("--input-scale", help="auto (default), uint8, uint16, db, power or amplitude."),
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option("--lr", min=0.0, help="Peak learning rate (default 1.5e-4).")
-    ] = None,
+    input_scale: InputScale = None,
+    lr: Lr = None,
     accum_steps: Annotated[
         int | None, typer.Option("--accum-steps", min=1, help="Gradient accumulation.")
     ] = None,
-    num_workers: Annotated[
-        int | None, typer.Option("--num-workers", min=0, help="Data loader workers.")
-    ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    ckpt_every: Annotated[
-        int | None, typer.Option("--ckpt-every", min=0, help="Steps between checkpoints (default 500).")
-    ] = None,
+    workers: Workers = None,
+    device: DeviceOpt = None,
+    seed: Seed = None,
+    ckpt_every: CkptEvery = None,
+    ckpt_minutes: CkptMinutes = None,
     log_every: Annotated[
         int | None, typer.Option("--log-every", min=1, help="Steps between log rows (default 10).")
     ] = None,
@@ -136,26 +128,31 @@ def pretrain(
 
     OUTPUT gets checkpoint.pt, log.csv, previews/*.png and the final encoder.safetensors.
 
-    Settings: defaults, then --config FILE (YAML/TOML: model, data, sare, sarc, loop), then flags.
+    Settings: defaults, then --config FILE (YAML/TOML: model, data, sare, sarc, loop), then each
+    --set KEY=VALUE (e.g. --set loop.warmup_epochs=2), then the options.
 
     Several processes or GPUs: torchrun --nproc_per_node N -m sarmae_cli pretrain ...
 
     $ sarmae pretrain chips/ scenes/ --paired pairs.csv --model tiny --epochs 20 -o runs/tiny
     """
-    flags = {
+    from sarmae_cli.train import distributed
+    from sarmae_cli.train.config import from_dict, load_config_file, merge_config, set_layer
+    from sarmae_cli.train.pretrain import PretrainConfig, run_pretrain
+
+    options = {
         "sources": [str(s) for s in sources] if sources else None,
         "paired": str(paired) if paired else None,
         "model": {
             "preset": model.value if model else None,
-            "init": str(init) if init else None,
-            "img_size": img_size,
+            "init": init,
+            "img_size": chip_size,
             "bands": _csv(bands),
         },
         "data": {
             "scaling": input_scale,
             "paired_fraction": paired_fraction,
             "zip_members": zip_member,
-            "chip_fit": chip_fit,
+            "chip_fit": fit.value if fit else None,
         },
         "sare": {"enabled": sare, "mode": sare_mode, "fraction": sare_fraction},
         "sarc": {
@@ -172,19 +169,21 @@ def pretrain(
             "batch_size": batch_size,
             "lr": lr,
             "accum_steps": accum_steps,
-            "num_workers": num_workers,
+            "num_workers": workers,
             "device": device,
             "seed": seed,
             "ckpt_every": ckpt_every,
+            "ckpt_minutes": ckpt_minutes,
             "log_every": log_every,
             "progress": False if quiet else None,
         },
     }
-    cfg = from_dict(PretrainConfig, merge_config(load_config_file(config), flags))
+    layers = load_config_file(config), set_layer(set_, PretrainConfig), options
+    cfg = from_dict(PretrainConfig, merge_config(*layers))
     command = "sarmae " + shlex.join(sys.argv[1:])
     try:
         result = run_pretrain(cfg, output, resume=resume, command=command)
     finally:
         distributed.cleanup()
     if result.weights is not None and not quiet:
-        Console(stderr=True).print(f"wrote {result.weights} after {result.train.step} steps", highlight=False)
+        typer.echo(f"wrote {result.weights} after {result.train.step} steps", err=True)

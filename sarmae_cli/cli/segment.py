@@ -21,22 +21,18 @@ from sarmae_cli.cli.options import (
     Threads,
     Tile,
     WeightsPath,
+    output_option,
 )
 from sarmae_cli.errors import UsageError
-from sarmae_cli.infer.api import Options, segment_scene
-from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
-from sarmae_cli.infer.models import Models, resolve_weights
-from sarmae_cli.infer.writers import parse_creation_options
 
 
 def segment(
-    inputs: Annotated[list[Path], typer.Argument(help="GeoTIFF SAR scenes, folders of them or globs.")],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Class-map COG (uint8); '{stem}' = input name.")
-    ] = None,
+    inputs: Annotated[list[str], typer.Argument(help="GeoTIFF SAR scenes, folders of them or globs.")],
+    output: Annotated[Path | None, output_option("Class-map COG (uint8); '{stem}' = input name.")] = None,
     output_dir: OutputDir = None,
     task: Annotated[
-        str | None, typer.Option("--task", help="Shipped segmentation weights to use: water.")
+        str | None,
+        typer.Option("--task", help="Which shipped segmentation weights to use (without -w): water."),
     ] = None,
     probabilities: Annotated[
         Path | None, typer.Option("--probabilities", help="Also write class probabilities (float32 COG).")
@@ -68,6 +64,11 @@ def segment(
 
     $ sarmae segment -w my_water.safetensors scenes/ --output-dir out/ --vector 'out/{stem}.gpkg'
     """
+    from sarmae_cli.infer.api import Options, segment_scene
+    from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
+    from sarmae_cli.infer.models import Models, resolve_weights
+    from sarmae_cli.infer.writers import parse_creation_options
+
     if output is None and output_dir is None:
         raise UsageError("give the output with -o FILE (or --output-dir DIR for several inputs)")
     paths = shard(expand_inputs(inputs))

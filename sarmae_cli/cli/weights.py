@@ -2,6 +2,7 @@
 
 import json
 import shlex
+import struct
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,17 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sarmae_cli.cli.options import Overwrite
+from sarmae_cli.cli.options import JsonSummary, Overwrite, output_option
 from sarmae_cli.errors import UsageError, WeightsError
-from sarmae_cli.infer.models import RESTORE_HINT, SHIPPED
-from sarmae_cli.model import checkpoint
-from sarmae_cli.model.config import ViTConfig, preset_name
-from sarmae_cli.model.official import import_official
+from sarmae_cli.shipped import RESTORE_HINT, SHIPPED, shipped_weights_dir
 
 app = typer.Typer(help="List, inspect and import weights.", no_args_is_help=True)
 
 
 def _arch(encoder: dict[str, Any]) -> str:
+    from sarmae_cli.model.config import ViTConfig, preset_name
+
     cfg = ViTConfig.from_dict(encoder)
     name = preset_name(cfg) or "custom"
     return f"ViT-{name} p{cfg.patch_size} {cfg.img_size}px {cfg.in_chans}ch"
@@ -27,6 +27,8 @@ def _arch(encoder: dict[str, Any]) -> str:
 
 def _summary(path: Path) -> dict[str, Any]:
     """Metadata plus file facts of a weights file (.safetensors) or an exported model (.onnx)."""
+    from sarmae_cli.model import checkpoint
+
     if path.suffix.lower() == ".onnx":
         meta, export_info = checkpoint.read_onnx_meta(path)
         return {
@@ -37,12 +39,11 @@ def _summary(path: Path) -> dict[str, Any]:
         }
     meta = checkpoint.read_meta(path)
     shapes = checkpoint.tensor_shapes(path)
-    n_params = sum(int(_prod(s)) for s in shapes.values())
     return {
         "path": str(path),
         "size_mb": round(path.stat().st_size / 1e6, 2),
         "tensors": len(shapes),
-        "parameters": n_params,
+        "parameters": sum(_prod(s) for s in shapes.values()),
         **meta.to_dict(),
     }
 
@@ -54,16 +55,65 @@ def _prod(shape: list[int]) -> int:
     return n
 
 
+def _header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor name -> dtype, shape and byte range, and
+    `__metadata__`), read with the standard library so that `weights list` needs neither torch
+    nor numpy; a file shorter or longer than the tensors it lists is refused."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if not 0 < n <= size - 8:
+                raise ValueError(f"header length {n} does not fit the file")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except FileNotFoundError as e:
+        raise WeightsError(f"weights file not found: {path}") from e
+    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError) as e:
+        raise WeightsError(f"{path} is not a readable safetensors file ({e})") from e
+    if 8 + n + end != size:
+        raise WeightsError(
+            f"{path} is truncated or corrupted: its tensors need {8 + n + end} bytes, it has {size}"
+        )
+    return header
+
+
+def _listed(path: Path) -> dict[str, Any]:
+    """A shipped file's row of `weights list` from its header alone (fast): metadata, size,
+    tensor and parameter counts; `--verify` then reads it with `checkpoint.read_weights`."""
+    header = _header(path)
+    try:
+        meta = json.loads((header.get("__metadata__") or {})["sarmae"])
+        encoder = dict(meta["encoder"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{path} has no readable sarmae metadata ({e})") from e
+    shapes = {k: t["shape"] for k, t in header.items() if k != "__metadata__"}
+    enc_params = sum(_prod(s) for k, s in shapes.items() if k.startswith("encoder."))
+    arch = f"ViT {enc_params / 1e6:.1f}M p{encoder.get('patch_size')} {encoder.get('img_size')}px"
+    return {
+        "path": str(path),
+        "size_mb": round(path.stat().st_size / 1e6, 2),
+        "tensors": len(shapes),
+        "parameters": sum(_prod(s) for s in shapes.values()),
+        "architecture": f"{arch} {encoder.get('in_chans')}ch",
+        **meta,
+    }
+
+
 def _listing(path: Path, verify: bool) -> dict[str, Any]:
     """One row of `weights list`: the file's summary plus `status` (CORRUPTED when its header
     cannot be read; with `verify`, OK or CORRUPTED after checking its tensors against the
     checksum in its metadata) and `error`."""
     try:
-        row = _summary(path)
+        row = _listed(path)
     except WeightsError as e:
         return {"path": str(path), "status": "CORRUPTED", "error": str(e)}
     status, error = ("OK" if verify else None), None
     if verify:
+        from sarmae_cli.model import checkpoint
+
         try:
             checkpoint.read_weights(path, verify=True)
         except WeightsError as e:
@@ -77,7 +127,7 @@ def list_weights(
         bool,
         typer.Option("--verify", help="Check every file against its checksum (and that none is missing)."),
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_out: JsonSummary = False,
 ) -> None:
     """List the shipped default weights and their tasks.
 
@@ -86,7 +136,7 @@ def list_weights(
 
     $ sarmae weights list --verify
     """
-    folder = checkpoint.shipped_weights_dir()
+    folder = shipped_weights_dir()
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     rows = [_listing(p, verify) for p in files]
     if verify:
@@ -112,7 +162,7 @@ def list_weights(
             if "task" in r:
                 cells[1:] = [
                     r["task"],
-                    _arch(r["encoder"]),
+                    r["architecture"],
                     ",".join(r["bands"]),
                     ",".join(r["class_names"] or []) or "-",
                     f"{r['size_mb']:.1f}",
@@ -129,7 +179,7 @@ def list_weights(
 @app.command("info")
 def info(
     path: Annotated[Path, typer.Argument(help="A sarmae weights file (.safetensors) or exported .onnx.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_out: JsonSummary = False,
 ) -> None:
     """Show the metadata of a weights file.
 
@@ -184,7 +234,7 @@ def info(
 @app.command("convert")
 def convert(
     src: Annotated[Path, typer.Argument(help="sarmae weights (.safetensors).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors.")],
+    output: Annotated[Path, output_option("Destination .safetensors.")],
     fp16: Annotated[
         bool, typer.Option("--fp16", help="Store floating-point tensors as fp16 (half size).")
     ] = False,
@@ -209,6 +259,8 @@ def convert(
     argv += (["--tile", str(tile)] if tile else []) + (
         ["--overlap", str(overlap)] if overlap is not None else []
     )
+    from sarmae_cli.model import checkpoint
+
     tiles = {k: v for k, v in {"size": tile, "overlap": overlap}.items() if v is not None}
     meta = checkpoint.convert_weights(
         src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv), tiles or None
@@ -220,7 +272,7 @@ def convert(
 @app.command("snapshot")
 def snapshot(
     run: Annotated[Path, typer.Argument(help="A `sarmae pretrain` run folder (with checkpoint.pt).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors.")],
+    output: Annotated[Path, output_option("Destination .safetensors.")],
     overwrite: Overwrite = False,
 ) -> None:
     """Weights from a pretraining run's latest checkpoint, while it runs or after it stopped early.
@@ -241,7 +293,7 @@ def snapshot(
 @app.command("import")
 def import_(
     src: Annotated[Path, typer.Argument(help="Official SARMAE checkpoint (pickled .pth).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors.")],
+    output: Annotated[Path, output_option("Destination .safetensors.")],
     keep_decoder: Annotated[
         bool, typer.Option("--keep-decoder", help="Keep the MAE decoder (continued pretraining).")
     ] = False,
@@ -257,6 +309,8 @@ def import_(
     """
     argv = ["sarmae", "weights", "import", str(src), "-o", str(output)]
     argv += ["--keep-decoder"] * keep_decoder + (["--in-chans", str(in_chans)] if in_chans else [])
+    from sarmae_cli.model.official import import_official
+
     command = shlex.join(argv)
     meta = import_official(src, output, keep_decoder, in_chans, overwrite, command=command)
     typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}", err=True)

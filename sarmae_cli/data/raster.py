@@ -15,6 +15,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.paths import is_virtual
 
 #: File suffixes, in one place: chips (renderings), GeoTIFFs, scenes inference reads, any image.
 CHIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -32,23 +33,49 @@ class InputNotFoundError(RasterError, UsageError):
     dataset or pretraining source is."""
 
 
-def require_input(path: Path) -> None:
-    """Refuse a named input that does not exist. GDAL virtual files (/vsizip/..., a ZIP
-    member) are left for GDAL to check when opened."""
-    if not str(path).startswith("/vsi") and not Path(path).exists():
-        raise InputNotFoundError(f"input not found: {path}")
+#: What GDAL says when a virtual file (a ZIP member, an object, a URL) is not there.
+_NOT_THERE = ("does not exist", "No such file", "HTTP response code: 404")
 
 
-def open_raster(path: Path) -> rasterio.DatasetReader:
-    """Open a raster for reading, with one-line errors for the usual failures."""
-    path = Path(path)
-    require_input(path)
-    if path.is_dir():
-        raise InputNotFoundError(f"{path} is a folder, not a raster")
+def _open_virtual(name: str) -> rasterio.DatasetReader:
+    """Open a GDAL virtual path or URI as given (never through `Path`, which would collapse
+    `/vsizip//abs` and `s3://`); a file GDAL does not find is an `InputNotFoundError`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
+            return rasterio.open(str(name))
+    except RasterioIOError as e:
+        if any(t in str(e) for t in _NOT_THERE):
+            raise InputNotFoundError(f"input not found: {name}") from e
+        raise
+
+
+def require_input(path: str | Path) -> None:
+    """Refuse a named input that does not exist. GDAL virtual paths and URIs (`/vsizip/`,
+    `/vsis3/`, `zip://`, `https://`) are checked by GDAL, not the file system."""
+    if is_virtual(path):
+        try:
+            _open_virtual(str(path)).close()
+        except RasterioIOError:
+            pass  # there, but not readable as a raster: open_raster says so when it is read
+    elif not Path(path).exists():
+        raise InputNotFoundError(f"input not found: {path}")
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open a raster for reading, with one-line errors for the usual failures. A virtual
+    path or URI (`paths.is_virtual`) goes to GDAL verbatim."""
+    try:
+        if is_virtual(path):
+            src = _open_virtual(str(path))
+        else:
+            path = Path(path)
+            require_input(path)
+            if path.is_dir():
+                raise InputNotFoundError(f"{path} is a folder, not a raster")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = rasterio.open(path)
     except RasterioIOError as e:
         raise RasterError(f"{path} is not a readable raster ({str(e).splitlines()[0][:160]})") from e
     if src.width == 0 or src.height == 0 or src.count == 0:
@@ -217,6 +244,4 @@ def scale_gcps(gcps: list[GroundControlPoint], factor: float) -> list[GroundCont
     [i * factor, (i + 1) * factor)): pixel/line divided by `factor`, ground coordinates kept."""
     if factor == 1:
         return list(gcps)
-    return [
-        GroundControlPoint(g.row / factor, g.col / factor, g.x, g.y, g.z, g.id, g.info) for g in gcps
-    ]
+    return [GroundControlPoint(g.row / factor, g.col / factor, g.x, g.y, g.z, g.id, g.info) for g in gcps]

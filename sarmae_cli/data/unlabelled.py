@@ -51,6 +51,7 @@ from sarmae_cli.data import raster, scaling, speckle
 from sarmae_cli.data.augment import Augment, crop_resize, flip_rotate, sample_rng
 from sarmae_cli.data.preprocess import FITS, fit_chip, match_bands, per_band
 from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.paths import is_hidden
 
 SCALINGS = ("auto", *scaling.MODES)
 
@@ -175,14 +176,14 @@ def zip_images(path: Path, members: str = "*") -> list[Path]:
 
 
 def find_images(sources: list[Path], zip_members: str = "*") -> list[Path]:
-    """Image files named by `sources` (folders searched recursively, manifests, ZIP archives
-    whose members match `zip_members`, files)."""
+    """Image files named by `sources` (folders searched recursively, hidden files and folders
+    left out, manifests, ZIP archives whose members match `zip_members`, files)."""
     out: list[Path] = []
     for src in map(Path, sources):
         if not src.exists():
             raise UsageError(f"source not found: {src}")
         if src.is_dir():
-            files = sorted(p for p in src.rglob("*") if p.is_file())
+            files = sorted(p for p in src.rglob("*") if p.is_file() and not is_hidden(p, src))
             found = [p for p in files if p.suffix.lower() in raster.IMAGE_SUFFIXES]
             for z in (p for p in files if p.suffix.lower() == ".zip"):
                 found += zip_images(z, zip_members)

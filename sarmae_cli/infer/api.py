@@ -19,10 +19,12 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.features import shapes
 from rasterio.transform import Affine, array_bounds
+from rasterio.warp import transform_bounds
 
 from sarmae_cli.data import raster
-from sarmae_cli.data.labelled import fit_chip, preprocess_fit
+from sarmae_cli.data.preprocess import InputSpec
 from sarmae_cli.data.scaling import to_db, to_unit
 from sarmae_cli.errors import SarmaeError, UsageError
 from sarmae_cli.infer.engine import Progress, predict_dense, predict_tiles
@@ -39,9 +41,11 @@ from sarmae_cli.infer.writers import (
     encode_classes,
     encode_float,
     temp_beside,
+    through_gcps,
     to_cog,
 )
 from sarmae_cli.outputs import atomic_output, check_output
+from sarmae_cli.paths import VirtualPath, as_input, is_hidden
 
 #: GDAL block cache for inference runs (MB), unless $GDAL_CACHEMAX says otherwise. GDAL's own
 #: default (5% of RAM) would let the cache, not the engine, set the peak memory.
@@ -73,12 +77,13 @@ class Options:
     progress: Progress | None = None
 
 
+def _spec(models: Models) -> InputSpec:
+    """The input route stored in the weights (`data/preprocess.py`)."""
+    return InputSpec.from_meta(models.meta.to_dict())
+
+
 def _tiling(models: Models, opts: Options, dense: bool) -> tuple[int, int]:
-    tile = opts.tile or int(models.meta.tile.get("size", models.meta.encoder_config.img_size))
-    default_overlap = int(models.meta.tile.get("overlap", 0)) if dense else 0
-    overlap = default_overlap if opts.overlap is None else opts.overlap
-    if opts.overlap is None and overlap >= tile:
-        overlap = tile // 4 // models.meta.encoder_config.patch_size * models.meta.encoder_config.patch_size
+    tile, overlap = _spec(models).tiling(opts.tile, opts.overlap, dense)
     if models.fixed_tile and tile != models.fixed_tile:
         raise UsageError(
             f"{models.path} was exported for {models.fixed_tile}-px tiles; use --tile {models.fixed_tile} "
@@ -131,14 +136,14 @@ def segment_scene(
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise UsageError("output paths must differ from each other")
     for p in outputs:
-        check_output(p, opts.overwrite)
+        check_output(p, opts.overwrite, inputs=[path])
     if vector is not None and vector.suffix.lower() not in VECTOR_DRIVERS:
         raise UsageError(f"--vector {vector}: use a .gpkg or .geojson file name")
     with gdal_env(), _open(path, models, opts) as scene, contextlib.ExitStack() as stack:
         backend = models.backend(len(scene.indexes), "probabilities")
         names = models.class_names
         tile, overlap = _tiling(models, opts, dense=True)
-        common = {"crs": scene.crs, "transform": scene.transform}
+        common = scene.georef()
         tags = _class_tags(names, models)
         spec = RasterSpec(
             scene.width, scene.height, 1, "uint8", CLASS_NODATA, **common,
@@ -176,19 +181,22 @@ def segment_scene(
 
 
 def write_polygons(class_map: Path, dst: Path, driver: str, names: list[str]) -> int:
-    """Polygons of every class of a class map (in its CRS) -> GeoPackage / GeoJSON. Reads the
-    whole class map (one byte per pixel). Returns the number of polygons."""
+    """Polygons of every class of a class map (in its CRS; a GCP-only class map's polygons
+    are traced in pixels and taken through its GCPs into their CRS) -> GeoPackage / GeoJSON.
+    Reads the whole class map (one byte per pixel). Returns the number of polygons."""
     import geopandas as gpd
-    from rasterio.features import shapes
     from shapely.geometry import shape
 
     with raster.open_raster(class_map) as src:
         cls = src.read(1)  # [H, W] uint8
         transform, crs = src.transform, src.crs
+        gcps, gcp_crs = raster.read_gcps(src)
     geoms, values = [], []
     for geom, value in shapes(cls, mask=cls != CLASS_NODATA, transform=transform):
         geoms.append(shape(geom))
         values.append(int(value))
+    if gcps:
+        geoms, crs = through_gcps(geoms, gcps, "the class map", max_segment=16), gcp_crs
     gdf = gpd.GeoDataFrame(
         {
             "class": np.array(values, np.int32),
@@ -236,6 +244,24 @@ def _footprint(transform: Affine, y: int, x: int, size: int, height: int, width:
     return box(left, bottom, right, top)
 
 
+def _footprints(scene: Scene, tiles: list) -> tuple[list, Any]:
+    """Footprints of tiles (clipped to the scene) and their CRS: the scene's, or for a GCP-only
+    scene the GCPs' (footprints mapped through the GCPs)."""
+    import shapely
+
+    gcps, gcp_crs = scene.gcps
+    if not gcps:
+        geoms = [_footprint(scene.transform, r.y, r.x, r.size, scene.height, scene.width) for r in tiles]
+        return geoms, scene.crs
+    if not tiles:
+        return [], gcp_crs
+    x0, y0 = np.array([r.x for r in tiles]), np.array([r.y for r in tiles])
+    x1 = np.minimum(x0 + np.array([r.size for r in tiles]), scene.width)
+    y1 = np.minimum(y0 + np.array([r.size for r in tiles]), scene.height)
+    pixel_boxes = shapely.box(x0, y0, x1, y1)  # in pixels: x = column, y = row
+    return through_gcps(pixel_boxes, gcps, scene.path.name, max(tiles[0].size / 4, 1)), gcp_crs
+
+
 def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: Path | None = None) -> dict:
     """One pooled embedding per tile of a regular grid -> GeoParquet (footprints in the scene
     CRS, tile row/col, pixel offsets, valid fraction, embedding); optionally per-patch features
@@ -245,7 +271,7 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
     t0 = time.perf_counter()
     outputs = [Path(output)] + ([Path(dense)] if dense else [])
     for p in outputs:
-        check_output(p, opts.overwrite)
+        check_output(p, opts.overwrite, inputs=[path])
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise UsageError("output paths must differ from each other")
     with gdal_env(), _open(path, models, opts) as scene, contextlib.ExitStack() as stack:
@@ -253,6 +279,7 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
         tile, overlap = _tiling(models, opts, dense=False)
         results, stats = predict_tiles(scene, backend, tile, overlap, opts.batch_size, opts.progress)
         rows = list(results)
+        footprints, footprint_crs = _footprints(scene, rows)
         gdf = gpd.GeoDataFrame(
             {
                 "source": [Path(path).name] * len(rows),
@@ -264,8 +291,8 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
                 "valid_fraction": np.array([r.valid_fraction for r in rows], np.float32),
                 "embedding": [r.vector.astype(np.float32) for r in rows],
             },
-            geometry=[_footprint(scene.transform, r.y, r.x, r.size, scene.height, scene.width) for r in rows],
-            crs=scene.crs,
+            geometry=footprints,
+            crs=footprint_crs,
         )
         tmp = stack.enter_context(atomic_output(Path(output), opts.overwrite))
         write_geoparquet(gdf, tmp)
@@ -274,7 +301,7 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
             p = fb.patch_size
             spec = RasterSpec(
                 -(-scene.width // p), -(-scene.height // p), fb.out_channels, "float32", float("nan"),
-                scene.crs, scene.transform @ Affine.scale(p),
+                **scene.georef(p),
                 descriptions=[f"feature {i}" for i in range(fb.out_channels)],
                 tags={"WEIGHTS": models.path.name, "PATCH_SIZE": str(p)}, resampling="average",
             )  # fmt: skip
@@ -298,14 +325,19 @@ def write_geoparquet(gdf: Any, dst: Path) -> None:
     gdf.to_parquet(dst, index=False)
 
 
-def list_chips(inputs: list[Path]) -> list[Path]:
-    """Image files of the inputs (folders are listed, sorted; files kept in order). A named
-    file that does not exist is refused before any chip is read."""
-    out: list[Path] = []
-    for p in inputs:
-        p = Path(p)
-        if p.is_dir():
-            files = sorted(q for q in p.rglob("*") if q.suffix.lower() in raster.IMAGE_SUFFIXES)
+def list_chips(inputs: list[str | Path]) -> list[Path | VirtualPath]:
+    """Image files of the inputs (folders are listed, sorted, hidden files and folders left
+    out; files kept in order; GDAL virtual paths kept verbatim). A named file that does not
+    exist is refused before any chip is read."""
+    out: list[Path | VirtualPath] = []
+    for name in inputs:
+        p = as_input(name)
+        if isinstance(p, Path) and p.is_dir():
+            files = sorted(
+                q
+                for q in p.rglob("*")
+                if q.suffix.lower() in raster.IMAGE_SUFFIXES and q.is_file() and not is_hidden(q, p)
+            )
             if not files:
                 raise UsageError(f"folder {p} holds no image files ({', '.join(raster.IMAGE_SUFFIXES)})")
             out.extend(files)
@@ -320,8 +352,7 @@ def _chip_input(path: Path, models: Models, opts: Options, size: int) -> tuple[n
     centre-cropped as the weights were trained (`training.preprocess.fit`)."""
     scene = _open(path, models, opts)
     x, _ = scene.read(0, 0, scene.height, scene.width)  # [C, h, w]
-    fit, crop = preprocess_fit(models.meta.training)
-    return fit_chip(torch.from_numpy(x), size, fit, crop).numpy(), scene
+    return _spec(models).fit_to(torch.from_numpy(x), size).numpy(), scene
 
 
 def chips_forward(
@@ -364,11 +395,10 @@ def embed_chips(paths: list[Path], output: Path, models: Models, opts: Options) 
     """One embedding per chip file -> GeoParquet (footprint when the chip is georeferenced;
     chips in different CRSs are given in EPSG:4326)."""
     import geopandas as gpd
-    from rasterio.warp import transform_bounds
     from shapely.geometry import box
 
     t0 = time.perf_counter()
-    check_output(Path(output), opts.overwrite)
+    check_output(Path(output), opts.overwrite, inputs=paths)
     results, failures = chips_forward(paths, models, opts, "pooled")
     crss = {r["crs"].to_string() for r in results if r["crs"]}
     crs = next(iter(crss)) if len(crss) == 1 else ("EPSG:4326" if crss else None)
@@ -420,7 +450,7 @@ def classify_scene(path: Path, output: Path, models: Models, opts: Options) -> d
     """Per-tile class map of a scene: one pixel per tile of a regular grid (transform = scene
     transform scaled by the tile stride), uint8 with colormap, 255 for tiles without data."""
     t0 = time.perf_counter()
-    check_output(Path(output), opts.overwrite)
+    check_output(Path(output), opts.overwrite, inputs=[path])
     with gdal_env(), _open(path, models, opts) as scene:
         backend = models.backend(len(scene.indexes), "probabilities")
         tile, overlap = _tiling(models, opts, dense=False)
@@ -433,7 +463,7 @@ def classify_scene(path: Path, output: Path, models: Models, opts: Options) -> d
             cls[0, r.row, r.col] = int(np.argmax(r.vector))
         names = models.class_names
         spec = RasterSpec(
-            n_cols, n_rows, 1, "uint8", CLASS_NODATA, scene.crs, scene.transform @ Affine.scale(stride),
+            n_cols, n_rows, 1, "uint8", CLASS_NODATA, **scene.georef(stride),
             descriptions=["class"], tags={**_class_tags(names, models), "TILE": str(tile)},
             colormap=colormap(len(names)), resampling="mode",
         )  # fmt: skip

@@ -23,6 +23,7 @@ from sarmae_cli.data.preprocess import (
 )
 from sarmae_cli.data.scaling import Scaling
 from sarmae_cli.model.checkpoint import WeightsMeta
+from sarmae_cli.paths import as_input
 
 __all__ = ["INPUT_SCALES", "Scene", "open_scene", "resolve_bands"]
 
@@ -143,7 +144,7 @@ def open_scene(
     """
     spec = InputSpec.from_meta(meta.to_dict())
     check_input_scale(input_scale)
-    path = Path(path)
+    path = as_input(path)  # a GDAL virtual path stays verbatim (Path() would mangle it)
     src = raster.open_raster(path)
     try:
         dtype = raster.check_dtype(src)

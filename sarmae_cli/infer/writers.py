@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.control import GroundControlPoint
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.shutil import copy as rio_copy
+from rasterio.transform import GCPTransformer
 
 from sarmae_cli.errors import SarmaeError, UsageError
 
@@ -58,7 +60,9 @@ def colormap(n_classes: int) -> dict[int, tuple[int, int, int, int]]:
 
 @dataclass
 class RasterSpec:
-    """What an output raster is: size, georeferencing, type and labels."""
+    """What an output raster is: size, georeferencing, type and labels. Georeferencing is
+    `crs` + `transform`, or for a GCP-only scene `gcps` (ground control points on this grid)
+    with `crs` their CRS and `transform` unused."""
 
     width: int
     height: int
@@ -67,6 +71,7 @@ class RasterSpec:
     nodata: float | None
     crs: Any
     transform: Any
+    gcps: list = field(default_factory=list)
     descriptions: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     colormap: dict[int, tuple[int, int, int, int]] | None = None
@@ -106,6 +111,9 @@ class RowBandWriter:
             "bigtiff": "IF_SAFER",
             "interleave": "pixel",
         }
+        if spec.gcps:  # GDAL's GTiff and COG drivers keep GCPs (and their CRS)
+            del profile["transform"]
+            profile["gcps"] = spec.gcps
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self.dst = rasterio.open(self.path, "w", **profile)
@@ -175,6 +183,29 @@ def to_cog(src: Path, dst: Path, spec: RasterSpec, co: dict[str, str] | None = N
             rio_copy(str(src), str(dst), driver="COG", **options)
     except rasterio.errors.RasterioError as e:
         raise SarmaeError(f"cannot write COG {dst}: {str(e).splitlines()[0][:200]}") from e
+
+
+def through_gcps(geoms: list, gcps: list[GroundControlPoint], name: str, max_segment: float) -> list:
+    """Geometries in pixel coordinates (x = column, y = row, pixel corners on integers) -> the
+    GCPs' CRS through GDAL's GCP transformer (a least-squares polynomial fitted to the GCPs).
+    Edges are first split into pieces of at most `max_segment` pixels so that they follow the
+    polynomial."""
+    import shapely
+
+    def to_ground(xy: np.ndarray) -> np.ndarray:  # [N, 2] (col, row) -> [N, 2] (x, y)
+        xs, ys = t.xy(xy[:, 1], xy[:, 0], offset="ul")
+        return np.column_stack([np.asarray(xs, np.float64), np.asarray(ys, np.float64)])
+
+    try:  # fits the polynomial; GDAL's CPLE_* errors are not exported by rasterio.errors
+        t = GCPTransformer(gcps)
+    except Exception as e:
+        raise SarmaeError(
+            f"cannot map {name} through its {len(gcps)} GCPs ({str(e).splitlines()[0][:120]}); "
+            "warp the scene first with gdalwarp"
+        ) from e
+    with t:
+        dense = shapely.segmentize(np.asarray(geoms, dtype=object), max_segment)
+        return list(shapely.transform(dense, to_ground))
 
 
 @contextlib.contextmanager

@@ -1,5 +1,7 @@
-"""Every command has help; exit codes; one-line errors; version; planned commands."""
+"""Every command has help; exit codes; one-line errors; version; help and `weights list`
+without torch; one name per concept (renamed options refused)."""
 
+import json
 import subprocess
 import sys
 
@@ -23,6 +25,7 @@ def test_command_tree_is_complete():
     assert names == {
         "pretrain",
         "finetune",
+        "evaluate",
         "embed",
         "classify",
         "segment",
@@ -99,3 +102,100 @@ def test_error_without_quiet_is_one_line_in_a_pipe(command, tmp_path):
         check=False,
     )
     assert r.returncode == 2 and r.stderr == f"Error: input not found: {missing}\n", repr(r.stderr)
+
+
+LIGHT_COMMANDS = [
+    ["--help"],
+    *[[*c, "--help"] for c in _all_commands()],
+    ["weights", "list"],
+    ["weights", "list", "--json"],
+]
+
+
+def test_help_and_weights_list_import_neither_torch_nor_timm():
+    """`sarmae --help`, `sarmae CMD --help` and `sarmae weights list` stay fast: each is run in
+    a fresh interpreter, and after each the heavy libraries must still be unloaded."""
+    code = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from sarmae_cli.cli import app\n"
+        "out = []\n"
+        f"for args in {LIGHT_COMMANDS!r}:\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    heavy = [m for m in ('torch', 'timm', 'rasterio', 'onnx') if m in sys.modules]\n"
+        "    out.append([' '.join(args), r.exit_code, heavy])\n"
+        "print(json.dumps(out))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(results) == len(LIGHT_COMMANDS)
+    for args, code, heavy in results:
+        assert code == 0, args
+        assert heavy == [], f"`sarmae {args}` imported {heavy}"
+
+
+@pytest.mark.parametrize(
+    ("command", "old", "new"),
+    [
+        ("pretrain", ["--num-workers", "1"], "--workers"),
+        ("pretrain", ["--img-size", "32"], "--chip-size"),
+        ("pretrain", ["--chip-fit", "resize"], "--fit"),
+        ("finetune", ["--scaling", "db"], "--input-scale"),
+        ("finetune", ["--eval-only"], "sarmae evaluate"),
+        ("finetune", ["--tta", "6"], "sarmae evaluate --tta"),
+        ("finetune", ["--weights", "w.safetensors"], "sarmae evaluate -w"),
+        ("finetune", ["--teacher", "t.safetensors"], "--set data.teacher=..."),
+        ("finetune", ["--decoder", "fpn"], "--set model.decoder=fpn"),
+        ("finetune", ["--stretch", "percentile"], "--set data.stretch=percentile"),
+        ("finetune", ["--run-dir", "r"], "(the run folder is OUT.run)"),
+    ],
+)
+def test_renamed_options_are_refused(invoke, tmp_path, command, old, new):
+    """Renamed, not aliased: the old name is a one-line usage error."""
+    r = invoke(command, tmp_path, *old, "-o", tmp_path / "out.safetensors")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, (new, r.stderr)
+    assert r.stderr.startswith(f"Error: No such option: {old[0]}"), r.stderr
+
+
+def test_one_name_per_concept():
+    """An option name means one thing: every command that has one of these concepts spells it
+    the same way, and none keeps an old spelling."""
+    concepts = {
+        "workers": "--workers",
+        "input_scale": "--input-scale",
+        "chip_size": "--chip-size",
+        "fit": "--fit",
+        "ckpt_minutes": "--ckpt-minutes",
+        "batch_size": "--batch-size",
+        "device": "--device",
+        "epochs": "--epochs",
+        "max_steps": "--max-steps",
+        "lr": "--lr",
+        "resume": "--resume",
+        "set_": "--set",
+        "config": "--config",
+        "init": "--init",
+    }
+    old = {"--num-workers", "--img-size", "--chip-fit", "--scaling", "--eval-only"}
+    seen = {}
+    for path in _all_commands():
+        cmd = typer.main.get_command(app)
+        for part in path:
+            cmd = cmd.commands[part]
+        if hasattr(cmd, "commands"):
+            continue
+        for p in cmd.params:
+            names = set(getattr(p, "opts", [])) | set(getattr(p, "secondary_opts", []))
+            assert not names & old, (path, names)
+            if p.name in concepts:
+                assert concepts[p.name] in names, (path, p.name, names)
+                seen.setdefault(p.name, set()).add(" ".join(path))
+    assert seen["workers"] == {"pretrain", "finetune"} and seen["ckpt_minutes"] == {"pretrain", "finetune"}
+    assert {"pretrain", "finetune", "segment", "embed", "classify"} <= seen["input_scale"]
+    assert seen["fit"] == seen["chip_size"] == {"pretrain", "finetune"}
+
+
+def test_finetune_has_at_most_25_options():
+    cmd = typer.main.get_command(app).commands["finetune"]
+    options = [p for p in cmd.get_params(typer.Context(cmd)) if getattr(p, "opts", [""])[0].startswith("-")]
+    assert len(options) <= 25, [p.opts for p in options]

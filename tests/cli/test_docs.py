@@ -17,6 +17,7 @@ def test_cli_reference_names_every_command():
     for cmd in (
         "pretrain",
         "finetune",
+        "evaluate",
         "embed",
         "classify",
         "segment",

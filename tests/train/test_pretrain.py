@@ -517,9 +517,9 @@ def test_cli_bad_inputs(invoke, tmp_path, data_dir):
     conf.write_text("[loop]\nlrr = 1\n")
     r = invoke("pretrain", chips, "--config", conf, "-o", tmp_path / "r9")
     assert r.exit_code == 2 and "unknown config key(s) loop.lrr" in r.stderr
-    r = invoke("pretrain", chips, "--chip-fit", "middle", "--max-steps", "1", "-o", tmp_path / "r11")
+    r = invoke("pretrain", chips, "--fit", "middle", "--max-steps", "1", "-o", tmp_path / "r11")
     assert r.exit_code == 2 and r.stderr.count("\n") == 1
-    assert r.stderr == "Error: unknown chip fit 'middle'; use one of resize, center_crop\n"
+    assert r.stderr.startswith("Error: Invalid value for '--fit'") and "'resize', 'center_crop'" in r.stderr
     assert not (tmp_path / "r11").exists()
 
 
@@ -578,7 +578,7 @@ def test_init_from_imported_official_weights(invoke, tmp_path, tiny_official, da
         torch.testing.assert_close(mae.encoder.state_dict()[k], v)
     assert record["decoder"] == "from the file" and record["init"] == str(imported)
     chips = data_dir / "ombria_s1" / "train" / "AFTER"
-    r = invoke("pretrain", chips, "--init", imported, "--img-size", "32", "--max-steps", "1", "-b", "2",
+    r = invoke("pretrain", chips, "--init", imported, "--chip-size", "32", "--max-steps", "1", "-b", "2",
                "-q", "-o", tmp_path / "run")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     meta = read_meta(tmp_path / "run" / "encoder.safetensors")

@@ -1,4 +1,4 @@
-"""Self-training (`--unlabelled`, `--teacher`, `--pseudo-threshold`): the kept chips carry the
+"""Self-training (`data.unlabelled`, `data.teacher`, `data.pseudo_threshold`): the kept chips carry the
 teacher's class, only chips at or above the threshold are kept, hidden labels never reach the
 training set, and bad inputs fail with one line and write nothing."""
 
@@ -92,22 +92,22 @@ def test_cli_bad_self_training_inputs(mstar, tmp_path, invoke):
     out = tmp_path / "x.safetensors"
     teacher = _rigged_teacher(tmp_path / "t.safetensors", [0.0, 3.0, 0.0])
     base = ("finetune", "--task", "classification", train, "--val", val, "--init", "random", "-o", out)
-    r = invoke(*base, "--shots", "4", "--unlabelled", "rest")
-    _one_line(r, 2, "needs both --unlabelled", "--teacher")
-    r = invoke(*base, "--shots", "4", "--unlabelled", "rest", "--teacher", tmp_path / "none.safetensors")
-    _one_line(r, 2, "--teacher", "not found")
-    r = invoke(
-        *base, "--shots", "4", "--unlabelled", "rest", "--teacher", teacher, "--pseudo-threshold", "1.5"
-    )
-    _one_line(r, 2, "--pseudo-threshold must be in (0, 1)")
-    r = invoke(*base, "--unlabelled", "rest", "--teacher", teacher)
+    rest = ("--set", "data.unlabelled=rest")
+    by = ("--set", f"data.teacher={teacher}")
+    r = invoke(*base, "--shots", "4", *rest)
+    _one_line(r, 2, "needs both", "unlabelled", "teacher")
+    r = invoke(*base, "--shots", "4", *rest, "--set", f"data.teacher={tmp_path / 'none.safetensors'}")
+    _one_line(r, 2, "teacher", "not found")
+    r = invoke(*base, "--shots", "4", *rest, *by, "--set", "data.pseudo_threshold=1.5")
+    _one_line(r, 2, "pseudo-threshold must be in (0, 1)")
+    r = invoke(*base, *rest, *by)
     _one_line(r, 2, "already uses every training chip", "--shots")
     two = _rigged_teacher(tmp_path / "two.safetensors", [0.0, 1.0], classes=["2S1", "BMP2"])
-    r = invoke(*base, "--shots", "4", "--unlabelled", "rest", "--teacher", two)
+    r = invoke(*base, "--shots", "4", *rest, "--set", f"data.teacher={two}")
     _one_line(r, 1, "has classes 2S1, BMP2", "trained on these classes")
-    r = invoke(*base, "--shots", "4", "--unlabelled", tmp_path / "nowhere", "--teacher", teacher)
-    _one_line(r, 2, "--unlabelled", "not found")
+    r = invoke(*base, "--shots", "4", "--set", f"data.unlabelled={tmp_path / 'nowhere'}", *by)
+    _one_line(r, 2, "unlabelled", "not found")
     seg = ("finetune", "--task", "segmentation", train, "--init", "random", "-o", out)
-    r = invoke(*seg, "--unlabelled", "rest", "--teacher", teacher)
+    r = invoke(*seg, *rest, *by)
     _one_line(r, 2, "apply to classification")
     assert not out.exists() and not (tmp_path / "x.run").exists()
