@@ -2,7 +2,6 @@
 
 import json
 import shlex
-import struct
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from rich.table import Table
 from sarmae_cli.cli.options import JsonSummary, Overwrite, output_option
 from sarmae_cli.errors import UsageError, WeightsError
 from sarmae_cli.shipped import RESTORE_HINT, SHIPPED, shipped_weights_dir
+from sarmae_cli.weights_file import META_KEY, read_header, tensor_shapes
 
 app = typer.Typer(help="List, inspect and import weights.", no_args_is_help=True)
 
@@ -38,7 +38,7 @@ def _summary(path: Path) -> dict[str, Any]:
             **meta.to_dict(),
         }
     meta = checkpoint.read_meta(path)
-    shapes = checkpoint.tensor_shapes(path)
+    shapes = tensor_shapes(path)
     return {
         "path": str(path),
         "size_mb": round(path.stat().st_size / 1e6, 2),
@@ -55,37 +55,12 @@ def _prod(shape: list[int]) -> int:
     return n
 
 
-def _header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (tensor name -> dtype, shape and byte range, and
-    `__metadata__`), read with the standard library so that `weights list` needs neither torch
-    nor numpy; a file shorter or longer than the tensors it lists is refused."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if not 0 < n <= size - 8:
-                raise ValueError(f"header length {n} does not fit the file")
-            header = json.loads(f.read(n))
-        if not isinstance(header, dict):
-            raise ValueError("the header is not a JSON object")
-        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
-    except FileNotFoundError as e:
-        raise WeightsError(f"weights file not found: {path}") from e
-    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError) as e:
-        raise WeightsError(f"{path} is not a readable safetensors file ({e})") from e
-    if 8 + n + end != size:
-        raise WeightsError(
-            f"{path} is truncated or corrupted: its tensors need {8 + n + end} bytes, it has {size}"
-        )
-    return header
-
-
 def _listed(path: Path) -> dict[str, Any]:
     """A shipped file's row of `weights list` from its header alone (fast): metadata, size,
     tensor and parameter counts; `--verify` then reads it with `checkpoint.read_weights`."""
-    header = _header(path)
+    header = read_header(path)
     try:
-        meta = json.loads((header.get("__metadata__") or {})["sarmae"])
+        meta = json.loads((header.get("__metadata__") or {})[META_KEY])
         encoder = dict(meta["encoder"])
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{path} has no readable sarmae metadata ({e})") from e

@@ -257,7 +257,7 @@ class Pairing:
         parts = text.split(":")
         if len(parts) not in (2, 4) or not all(parts[:2]):
             raise UsageError(
-                f"--pairing {text!r} must be IMAGE_DIR:MASK_DIR or IMAGE_DIR:MASK_DIR:IMAGE_TOKEN:MASK_TOKEN"
+                f"pairing {text!r} must be IMAGE_DIR:MASK_DIR or IMAGE_DIR:MASK_DIR:IMAGE_TOKEN:MASK_TOKEN"
             )
         return cls(*parts)
 
@@ -291,7 +291,8 @@ def scan_segmentation(root: Path, pairing: Pairing | None = None) -> tuple[list[
             known = "; ".join(f"{p.image_dir}/ + {p.mask_dir}/" for p in KNOWN_PAIRINGS.values())
             raise DatasetError(
                 f"{root} has no known image/mask folders ({known}); "
-                "name them with --pairing IMAGE_DIR:MASK_DIR[:IMAGE_TOKEN:MASK_TOKEN]"
+                "name them with --pairing IMAGE_DIR:MASK_DIR[:IMAGE_TOKEN:MASK_TOKEN] "
+                "(finetune: --set data.pairing=...)"
             )
         pairing = found[0]
     image_dir, mask_dir = root / pairing.image_dir, root / pairing.mask_dir
@@ -307,7 +308,8 @@ def scan_segmentation(root: Path, pairing: Pairing | None = None) -> tuple[list[
         name = pairing.mask_name(img)
         if name not in masks:
             raise DatasetError(
-                f"no mask {name}.* in {mask_dir} for image {img.name}; fix the pairing rule with --pairing"
+                f"no mask {name}.* in {mask_dir} for image {img.name}; fix the pairing rule "
+                "with --pairing (finetune: --set data.pairing=...)"
             )
         pairs.append((img, masks[name]))
     return pairs, pairing
@@ -337,7 +339,7 @@ class MaskCoding:
             raise DatasetError(
                 f"mask {where} has values {bad} outside the class values {list(self.values)}"
                 + (f" (ignore value {self.ignore_value})" if self.ignore_value is not None else "")
-                + "; set the class values with --mask-values"
+                + "; set the class values with --mask-values (finetune: --set data.mask_values=)"
             )
         return out
 
@@ -354,7 +356,7 @@ def detect_coding(masks: list[np.ndarray], ignore_value: int | None = -1) -> Mas
     if bad:
         raise DatasetError(
             f"masks have values {sorted(bad)[:5]} that are not class ids; "
-            "set --mask-values and --ignore-value"
+            "set --mask-values and --ignore-value (finetune: data.mask_values, data.ignore_value)"
         )
     return MaskCoding(tuple(range(int(max(values)) + 1)), ignore_value)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from timm.models import adapt_input_conv
 
@@ -30,10 +30,10 @@ from sarmae_cli.errors import UnsafeCheckpointError, WeightsError
 from sarmae_cli.model.config import DecoderConfig, ViTConfig
 from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.outputs import atomic_output
+from sarmae_cli.weights_file import META_KEY, header_metadata
 
 FORMAT = "sarmae-weights"
 FORMAT_VERSION = 1
-META_KEY = "sarmae"
 TASKS = ("encoder", "pretrain", "classification", "segmentation")
 
 #: Python objects a pickled checkpoint may contain beside tensors and plain containers.
@@ -127,23 +127,10 @@ def save_weights(
     return meta
 
 
-def _header_metadata(path: Path) -> dict[str, str]:
-    """The safetensors header metadata of `path`, with clear errors for non-weights files."""
-    if not path.exists():
-        raise WeightsError(f"weights file not found: {path}")
-    if path.is_dir():
-        raise WeightsError(f"{path} is a folder, not a weights file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{path} is not a readable safetensors file ({_first_line(e)})") from e
-
-
 def read_meta(path: Path) -> WeightsMeta:
     """Read only the metadata of a sarmae weights file (fast: the header, no tensors)."""
     path = Path(path)
-    header = _header_metadata(path)
+    header = header_metadata(path)
     if META_KEY not in header:
         raise WeightsError(
             f"{path} is a safetensors file without sarmae metadata; convert a checkpoint "
@@ -331,14 +318,6 @@ def is_safetensors(path: Path) -> bool:
             return 0 < n < 100_000_000 and f.read(1) == b"{"
     except (OSError, struct.error):
         return False
-
-
-def tensor_shapes(path: Path) -> dict[str, list[int]]:
-    """Names and shapes of the tensors in a safetensors file, read from its header only."""
-    path = Path(path)
-    _header_metadata(path)  # existence and format errors
-    with safe_open(str(path), framework="pt") as f:
-        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
 
 
 #: metadata_props keys of an exported ONNX model (flat copies for tools that read one key).

@@ -110,8 +110,8 @@ def load_start(cfg: FinetuneConfig, in_chans: int) -> Start:
         want = preset(cfg.model.preset)
         if (want.embed_dim, want.depth, want.num_heads) != (enc.embed_dim, enc.depth, enc.num_heads):
             raise UsageError(
-                f"--model {cfg.model.preset} does not match the --init weights {path} "
-                f"(width {enc.embed_dim}, depth {enc.depth}); drop --model or use other weights"
+                f"model.preset {cfg.model.preset} does not match the --init weights {path} "
+                f"(width {enc.embed_dim}, depth {enc.depth}); drop model.preset or use other weights"
             )
     return Start(enc, sub_state(tensors, "encoder."), meta, str(path))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sarmae_cli.data.augment import AugmentConfig
+from sarmae_cli.data.preprocess import INPUT_SCALES
 from sarmae_cli.errors import UsageError
 from sarmae_cli.train.config import from_dict, merge_config
 from sarmae_cli.train.evaluate import TASKS
@@ -32,7 +33,7 @@ class DataConfig:
     chip_size: int | None = None  # model input side; default: the encoder's img_size
     fit: str = "resize"  # chips of other sizes: "resize" or "center_crop"
     crop: int | None = None  # centre-crop N pixels first, then resize to chip_size (zoom)
-    scaling: str | None = None  # input scaling mode; default: detected from the data
+    scaling: str | None = None  # input scaling mode; None or "auto": detected from the data
     stretch: str = "fixed"  # "fixed" range, or per-image/scene "percentile" (radiometry-robust)
     balance: bool = False  # oversample classes to equal counts (imbalanced sets)
     class_names: list[str] | None = None  # segmentation class names (index = class id)
@@ -116,13 +117,15 @@ def _check_pseudo(cfg: FinetuneConfig) -> None:
     if not d.unlabelled and not d.teacher:
         return
     if cfg.task != "classification":
-        raise UsageError("--unlabelled/--teacher (self-training) apply to classification")
+        raise UsageError("data.unlabelled / data.teacher (self-training) apply to classification")
     if not d.unlabelled or not d.teacher:
-        raise UsageError("self-training needs both --unlabelled (rest or a folder) and --teacher WEIGHTS")
+        raise UsageError(
+            "self-training needs both --set data.unlabelled=rest|FOLDER and --set data.teacher=WEIGHTS"
+        )
     if not Path(d.teacher).is_file():
-        raise UsageError(f"--teacher {d.teacher} not found; give a classification weights file")
+        raise UsageError(f"data.teacher {d.teacher} not found; give a classification weights file")
     if d.unlabelled != REST and not Path(d.unlabelled).exists():
-        raise UsageError(f"--unlabelled {d.unlabelled} not found; give a folder of chips or 'rest'")
+        raise UsageError(f"data.unlabelled {d.unlabelled} not found; give a folder of chips or 'rest'")
 
 
 def check_config(cfg: FinetuneConfig) -> None:
@@ -131,6 +134,8 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise UsageError("no training set given")
     if cfg.model.refine < 0:
         raise UsageError(f"model.refine must be >= 0 (0: no pixel refiner), got {cfg.model.refine}")
+    if cfg.data.scaling not in (None, *INPUT_SCALES):
+        raise UsageError(f"unknown input scale {cfg.data.scaling!r}; use one of {', '.join(INPUT_SCALES)}")
     cfg.augment.check(cfg.task)
     _check_mixing(cfg)
     _check_pseudo(cfg)

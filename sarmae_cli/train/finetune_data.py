@@ -39,7 +39,8 @@ def input_spec(
     cfg: FinetuneConfig, raws: list[np.ndarray], init_norm: dict[str, Any] | None, size: int
 ) -> InputSpec:
     """Scaling (given or detected) and normalisation (the init's, else the training data's)."""
-    scaling = Scaling(mode=cfg.data.scaling) if cfg.data.scaling else detect_scaling(raws[0])
+    given = cfg.data.scaling not in (None, "auto")
+    scaling = Scaling(mode=cfg.data.scaling) if given else detect_scaling(raws[0])
     scaling = replace(scaling, stretch=cfg.data.stretch)
     if init_norm and init_norm.get("mean"):
         mean, std = init_norm["mean"], init_norm["std"]

@@ -46,7 +46,7 @@ def unlabelled_samples(
         rest = [s for s in pool if s.path.resolve() not in taken]
         if not rest:
             raise UsageError(
-                "--unlabelled rest: the protocol already uses every training chip; give --shots or "
+                "data.unlabelled rest: the protocol already uses every training chip; give --shots or "
                 "--fraction, or a folder of unlabelled chips"
             )
         return rest
@@ -69,17 +69,17 @@ def teacher_predict(
     model, meta = load_model(Path(teacher))
     if meta.task != "classification":
         raise WeightsError(
-            f"--teacher {teacher} is {meta.task!r} weights; "
+            f"data.teacher {teacher} is {meta.task!r} weights; "
             "give classification weights from `sarmae finetune`"
         )
     if list(meta.class_names) != list(class_names):
         raise WeightsError(
-            f"--teacher {teacher} has classes {', '.join(meta.class_names)} but the training set has "
+            f"data.teacher {teacher} has classes {', '.join(meta.class_names)} but the training set has "
             f"{', '.join(class_names)}; give a teacher trained on these classes"
         )
     if raws[0].shape[0] != meta.encoder_config.in_chans:
         raise WeightsError(
-            f"--teacher {teacher} expects {meta.encoder_config.in_chans} band(s), "
+            f"data.teacher {teacher} expects {meta.encoder_config.in_chans} band(s), "
             f"the chips have {raws[0].shape[0]}"
         )
     spec = stored_spec(meta)
@@ -108,14 +108,14 @@ def pseudo_label(
 ) -> PseudoSet:
     """Teacher-labelled unlabelled chips at or above `threshold` confidence."""
     if not 0.0 < threshold < 1.0:
-        raise UsageError(f"--pseudo-threshold must be in (0, 1), got {threshold}")
+        raise UsageError(f"data.pseudo_threshold must be in (0, 1), got {threshold}")
     samples = unlabelled_samples(source, pool, chosen, val)
     raws, truth = L.load_chips(samples, report)
     pred, conf = teacher_predict(teacher, raws, class_names, device)
     keep = np.flatnonzero(conf >= threshold)
     if keep.size == 0:
         raise UsageError(
-            f"no unlabelled chip reached --pseudo-threshold {threshold} (highest {conf.max():.3f}); "
+            f"no unlabelled chip reached data.pseudo_threshold {threshold} (highest {conf.max():.3f}); "
             "lower the threshold or give a better teacher"
         )
     k = len(class_names)

@@ -95,7 +95,7 @@ def test_finetune_input_scale_auto_detects_whatever_the_config_says(invoke, tmp_
     base = ("finetune", "--task", "segmentation", tmp_path, "-o", out, "--set", "data.scaling=db")
     assert invoke(*base).exit_code == 0
     assert invoke(*base, "--input-scale", "auto").exit_code == 0
-    assert [c["cfg"].data.scaling for c in finetune_calls] == ["db", None]
+    assert [c["cfg"].data.scaling for c in finetune_calls] == ["db", "auto"]  # auto: detected
     assert finetune_calls[0]["cfg"].loop.ckpt_minutes == 10.0  # the default
 
 

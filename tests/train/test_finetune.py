@@ -386,7 +386,7 @@ def test_cli_segmentation_bad_inputs(ombria, tmp_path, invoke):
     _one_line(r, 2, "--shots applies to classification")
     pairing = ("--set", "data.pairing=AFTER")
     r = invoke("finetune", "--task", "segmentation", train, "--init", "random", *pairing, "-o", out)
-    _one_line(r, 2, "--pairing 'AFTER' must be IMAGE_DIR:MASK_DIR")
+    _one_line(r, 2, "pairing 'AFTER' must be IMAGE_DIR:MASK_DIR")
     mask_values = ("--set", "data.mask_values=[0,1]")
     args = ["--task", "segmentation", train, "--val", val, "--init", "random", *mask_values]
     r = invoke("finetune", *args, "-o", out)

@@ -66,7 +66,7 @@ def test_rest_chips_join_with_the_teachers_class_not_their_own(mstar, tmp_path):
     assert p["kept_per_class"] == {"2S1": 0, "BMP2": 24, "T72": 0}
     assert p["kept_accuracy"] == pytest.approx(8 / 24)  # 8 of the 24 really are BMP2
     # above the teacher's confidence nothing is kept: refused, nothing written
-    with pytest.raises(UsageError, match="no unlabelled chip reached --pseudo-threshold 0.95"):
+    with pytest.raises(UsageError, match="no unlabelled chip reached data.pseudo_threshold 0.95"):
         ft.finetune(_self_cfg(train, val, teacher, threshold=0.95), tmp_path / "n.safetensors", seeds=[0])
     assert not (tmp_path / "n.safetensors").exists()
 
@@ -99,7 +99,7 @@ def test_cli_bad_self_training_inputs(mstar, tmp_path, invoke):
     r = invoke(*base, "--shots", "4", *rest, "--set", f"data.teacher={tmp_path / 'none.safetensors'}")
     _one_line(r, 2, "teacher", "not found")
     r = invoke(*base, "--shots", "4", *rest, *by, "--set", "data.pseudo_threshold=1.5")
-    _one_line(r, 2, "pseudo-threshold must be in (0, 1)")
+    _one_line(r, 2, "pseudo_threshold must be in (0, 1)")
     r = invoke(*base, *rest, *by)
     _one_line(r, 2, "already uses every training chip", "--shots")
     two = _rigged_teacher(tmp_path / "two.safetensors", [0.0, 1.0], classes=["2S1", "BMP2"])
