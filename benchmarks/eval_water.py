@@ -1,7 +1,7 @@
 """Water segmentation accuracy of a weights file, beside a per-image Otsu threshold.
 
 1. OMBRIA S1 test (70 AFTER/MASK pairs, 8-bit renderings): water IoU of the weights (the
-   evaluation of `sarmae finetune --eval-only`) and of a per-image Otsu threshold (dark =
+   evaluation of `sarmae evaluate`) and of a per-image Otsu threshold (dark =
    water), both accumulated over all test pixels; and, as an upper bound for thresholding,
    the best threshold of each image chosen with its own mask (`oracle_threshold_water_iou`).
 2. Sen1Floods11 chip (calibrated VV in dB, 512 x 512, EPSG:4326, hand labels): `sarmae

@@ -7,7 +7,7 @@
 `holdout` is the validation split that `sarmae finetune --val-fraction 0.2` holds out of
 ombria_s1/train (split seed 0), so a threshold can be chosen without the test folder; any
 other name is a folder of ombria_s1. Windows, preprocessing and mask coding are those stored
-in the weights (as `sarmae finetune --eval-only`); IoU is accumulated over all pixels.
+in the weights (as `sarmae evaluate`); IoU is accumulated over all pixels.
 `--tta N` averages the probabilities of each window over N of its flips and quarter turns
 (2: identity and left-right flip; 4: also the half turn and its flip; 8: all eight), each
 mapped back before averaging (test-time augmentation).

@@ -1,7 +1,7 @@
 """Pack the centre 64 x 64 pixels of every MSTAR chip as PNG, for the 64 MiB trip to a GPU machine.
 
 The MSTAR recipes only ever see the centre 64 px of a chip (`--chip-size 64 --fit center_crop`,
-or `--crop 64 --chip-size 128`), and the chips are 8-bit with the fixed x / 255 scaling, so the
+or `--set data.crop=64 --chip-size 128`), and the chips are 8-bit with the fixed x / 255 scaling, so the
 centre crop decoded here is exactly what the model would get from the original JPEG. The script
 checks that for every chip (the crop read back equals `fit_chip` of the original) and keeps the
 file stems, so the protocols draw the same chips (they sort by path).

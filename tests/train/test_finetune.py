@@ -1,6 +1,6 @@
 """`sarmae finetune` on small real subsets (MSTAR, OMBRIA) with a 2-block ViT-Tiny: the loss
 goes down, seeds give mean ± std, resume equals an uninterrupted run, the saved weights are
-self-describing and give the same predictions when loaded (in Python, `--eval-only` and
+self-describing and give the same predictions when loaded (in Python, `sarmae evaluate` and
 `sarmae classify`), and the bad inputs of issue 5 fail with one line."""
 
 import csv
