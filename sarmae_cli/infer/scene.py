@@ -14,10 +14,12 @@ from rasterio.control import GroundControlPoint
 from rasterio.transform import Affine
 
 from sarmae_cli.data import raster
+from sarmae_cli.data.bands import model_roles, polarisation, select_bands
 from sarmae_cli.data.preprocess import (
     INPUT_SCALES,
     InputSpec,
     Radiometry,
+    adaptable,
     check_band_count,
     check_input_scale,
 )
@@ -38,6 +40,7 @@ class Scene:
     nodata: float | None
     radiometry: Radiometry
     warnings: list[str] = field(default_factory=list)
+    band_note: str = ""  # which bands were used as what
 
     @property
     def scaling(self) -> Scaling:
@@ -51,7 +54,7 @@ class Scene:
     @property
     def notes(self) -> list[str]:
         """What was chosen, for the user."""
-        return self.radiometry.notes
+        return [n for n in (self.band_note, *self.radiometry.notes) if n]
 
     @property
     def height(self) -> int:
@@ -108,11 +111,35 @@ def _hints(path: Path, src: rasterio.DatasetReader) -> str:
     return " ".join([path.name, *(d or "" for d in src.descriptions), tags])
 
 
-def resolve_bands(src: rasterio.DatasetReader, bands: str | None, meta: WeightsMeta) -> list[int]:
-    """Band indexes to feed the model; a count mismatch with the weights is a usage error."""
-    indexes = raster.band_indexes(src, bands)
-    check_band_count(len(indexes), meta.encoder_config.in_chans, meta.bands, src.name)
-    return indexes
+def band_polarisations(src: rasterio.DatasetReader, name: str) -> list[str | None]:
+    """The polarisation of each band: its description, else a POLARISATION band tag, else (one
+    band) the file name."""
+    pols = []
+    for i in range(1, src.count + 1):
+        tag = next((v for k, v in src.tags(i).items() if k.upper().startswith("POLARI")), None)
+        pols.append(polarisation(src.descriptions[i - 1]) or polarisation(tag))
+    if src.count == 1 and pols[0] is None:
+        pols[0] = polarisation(name)
+    return pols
+
+
+def resolve_bands(
+    src: rasterio.DatasetReader, bands: str | None, meta: WeightsMeta, name: str = ""
+) -> tuple[list[int], str]:
+    """Band indexes to feed the model and the line saying which band is used as what: the
+    `--bands` given, else chosen by polarisation role (`data/bands.py`). A band count the
+    weights cannot take is a usage error."""
+    in_chans = meta.encoder_config.in_chans
+    if bands:
+        indexes, note = raster.band_indexes(src, bands), ""
+    else:
+        roles = ["co"] if adaptable(meta.bands, 1) else model_roles(meta.bands)
+        prefer = [polarisation(b) or "" for b in meta.bands]
+        names = [d or "" for d in src.descriptions]
+        choice = select_bands(band_polarisations(src, name or src.name), names, roles, prefer)
+        indexes, note = choice.indexes, choice.note
+    check_band_count(len(indexes), in_chans, meta.bands, src.name)
+    return indexes, note
 
 
 def _georef_warnings(path: Path, src: rasterio.DatasetReader) -> list[str]:
@@ -148,7 +175,7 @@ def open_scene(
     src = raster.open_raster(path)
     try:
         dtype = raster.check_dtype(src)
-        indexes = resolve_bands(src, bands, meta)
+        indexes, band_note = resolve_bands(src, bands, meta, Path(str(path)).name)
         nd = nodata if nodata is not None else src.nodata
         sample = raster.read_decimated(src, indexes, nd, max_side)  # [C, h, w], NaN = invalid
         if not np.isfinite(sample).all(axis=0).any():
@@ -156,7 +183,7 @@ def open_scene(
                 f"{path} has no valid pixels (all nodata, NaN or masked); check the file or --nodata"
             )
         radiometry = spec.radiometry(sample, input_scale, _hints(path, src), dtype)
-        return Scene(path, src, indexes, nd, radiometry, _georef_warnings(path, src))
+        return Scene(path, src, indexes, nd, radiometry, _georef_warnings(path, src), band_note)
     except BaseException:
         src.close()
         raise

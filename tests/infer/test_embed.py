@@ -88,8 +88,9 @@ def test_chips_folder_one_row_per_file(invoke, weights_dir, data_dir, tmp_path):
 
 
 def test_embed_errors(invoke, weights_dir, scene, tmp_path, monkeypatch):
-    r = invoke("embed", scene, "-o", tmp_path / "e.parquet", "-w", weights_dir / "enc1.safetensors")
-    assert r.exit_code == 2 and "gives 2 band(s) but the weights expect 1" in r.stderr
+    r = invoke("embed", scene, "-o", tmp_path / "d.parquet", "-w", weights_dir / "enc1.safetensors")
+    assert r.exit_code == 0, r.stderr  # a dual-pol scene feeds a one-band encoder its co-pol band
+    assert "bands: VV (band 1) as co-pol; VH (band 2) unused" in r.stderr
     monkeypatch.setenv("SARMAE_WEIGHTS_DIR", str(tmp_path))
     r = invoke("embed", scene, "-o", tmp_path / "e.parquet")
     assert r.exit_code == 1 and "sarmae_encoder.safetensors" in r.stderr and "--weights" in r.stderr
