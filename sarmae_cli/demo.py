@@ -8,7 +8,8 @@ Netherlands), so the files land on a real map. A slanted strip along the left ed
 nodata, like the edge of a Sentinel-1 swath. It then runs the library functions behind
 `sarmae segment --task water`, `sarmae embed` and `sarmae classify` with the shipped weights
 and reports, for each step, the shell command that does the same, the files written and,
-for the water map, the IoU against the synthetic truth.
+for the water map, the IoU against the synthetic truth, beside that of the physical baseline
+(`sarmae segment --method threshold`, no weights).
 
 All three shipped weights files are loaded and checked before anything is written.
 """
@@ -32,9 +33,11 @@ from sarmae_cli.data.synthetic import as_mode, speckled_scene
 from sarmae_cli.errors import OutputExistsError, SarmaeError, UsageError
 from sarmae_cli.infer.api import Options, classify_chips, embed_scene, segment_scene
 from sarmae_cli.infer.engine import Progress
-from sarmae_cli.infer.models import Models, resolve_weights
+from sarmae_cli.infer.models import Models
+from sarmae_cli.infer.threshold import threshold_scene
 from sarmae_cli.infer.writers import CLASS_NODATA
-from sarmae_cli.outputs import atomic_output
+from sarmae_cli.outputs import atomic_output, check_output_folder
+from sarmae_cli.shipped import resolve_weights
 
 SCENE_CRS = "EPSG:32631"  # WGS 84 / UTM zone 31N
 ORIGIN = (645_600.0, 5_830_000.0)  # upper-left corner: ~52.60 N, 5.15 E (Markermeer, NL)
@@ -60,11 +63,13 @@ class Step:
 @dataclass
 class DemoResult:
     """What the demo did: its steps, the water IoU against the truth (None when the water
-    weights have no class named 'water') and the top class of each chip."""
+    weights have no class named 'water'), the top class of each chip and the water IoU of the
+    threshold baseline."""
 
     steps: list[Step]
     water_iou: float | None
     chips: list[dict[str, Any]]
+    baseline_iou: float | None = None
 
 
 @dataclass
@@ -82,6 +87,7 @@ def demo_outputs(outdir: Path) -> dict[str, Path]:
         "truth": outdir / "scene_truth.tif",
         "water": outdir / "water.tif",
         "preview": outdir / "water.png",
+        "water_threshold": outdir / "water_threshold.tif",
         "embeddings": outdir / "embeddings.parquet",
     }
     out.update({f"chip_{i}": outdir / "chips" / f"chip_{i}.tif" for i in range(1, 5)})  # chip_offsets
@@ -177,8 +183,7 @@ def _jobs(device: str) -> tuple[dict[str, _Job], int]:
 
 
 def _check_outputs(outdir: Path, outputs: dict[str, Path], overwrite: bool) -> None:
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"{outdir} is a file; give a folder for the demo's outputs")
+    check_output_folder(outdir, "the demo's outputs")
     for p in outputs.values():
         if p.exists() and not overwrite:
             raise OutputExistsError(f"output {p} exists; pass --overwrite to replace it")
@@ -229,8 +234,9 @@ def _scene_step(run: _Run, size: int, seed: int, n_bands: int) -> tuple[Step, np
     return Step(1, "Synthetic Sentinel-1-like scene", None, [out["scene"], out["truth"]], lines), db, truth
 
 
-def _segment_step(run: _Run, job: _Job, truth: np.ndarray) -> tuple[Step, float | None]:
-    """`sarmae segment --task water` with a quicklook; the IoU of its water class."""
+def _segment_step(run: _Run, job: _Job, truth: np.ndarray) -> tuple[Step, float | None, float]:
+    """`sarmae segment --task water` with a quicklook, then `--method threshold` (the physical
+    baseline); the IoUs of their water classes."""
     out = run.out
     t0 = time.perf_counter()
     opts = run.options(job, "segment")
@@ -244,13 +250,20 @@ def _segment_step(run: _Run, job: _Job, truth: np.ndarray) -> tuple[Step, float 
         lines.append(f"no class named 'water' in {job.models.path.name} ({', '.join(names)}): no IoU")
     else:
         lines.append(f"water IoU against the synthetic truth: {iou:.3f}")
+    base = threshold_scene(out["scene"], out["water_threshold"], Options(overwrite=run.overwrite))
+    baseline = water_iou(out["water_threshold"], truth, 1)
+    lines.append(
+        f"physical baseline (threshold {base['threshold']:.1f} dB, no weights): water IoU {baseline:.3f}"
+    )
+    argv = ["sarmae", "segment", "--task", "water", "--method", "threshold", out["scene"]]
+    argv += ["-o", out["water_threshold"], *["--overwrite"] * run.overwrite]
+    lines.append(f"the baseline alone: {shlex.join(str(a) for a in argv)}")
     lines.append(f"open {out['preview']} for the water map over the scene")
     cmd = run.command(
         "segment", "--task", "water", out["scene"], "-o", out["water"], "--preview", out["preview"], job=job
     )
-    return Step(
-        2, "Water segmentation (shipped water weights)", cmd, [out["water"], out["preview"]], lines
-    ), iou
+    written = [out["water"], out["preview"], out["water_threshold"]]
+    return Step(2, "Water segmentation (shipped water weights)", cmd, written, lines), iou, baseline
 
 
 def _embed_step(run: _Run, job: _Job) -> Step:
@@ -327,9 +340,9 @@ def run_demo(
 
     step, db, truth = _scene_step(run, size, seed, n_bands)
     done(step)
-    step, iou = _segment_step(run, jobs["segment"], truth)
+    step, iou, baseline = _segment_step(run, jobs["segment"], truth)
     done(step)
     done(_embed_step(run, jobs["embed"]))
     step, chips = _classify_step(run, jobs["classify"], db, truth, list(BAND_NAMES[:n_bands]))
     done(step)
-    return DemoResult(steps, iou, chips)
+    return DemoResult(steps, iou, chips, baseline)

@@ -3,12 +3,28 @@ and the URIs rasterio accepts (`zip:///data/x.zip!/a.tif`, `s3://...`, `https://
 
 A virtual name is kept verbatim as a string (`VirtualPath`): `Path()` would collapse the
 double slash of `/vsizip//abs/x.zip` and the one of `s3://`, and GDAL would then look for a
-relative file. Standard library only, so that every layer may use it."""
+relative file.
+
+Also the checks of input names that need no library: a named local path exists and is
+readable (`require_path`), folders and globs give their files (`expand_paths`, `list_images`).
+GDAL checks the virtual names later (`data/raster.py`). Standard library only, so that every
+layer may use it, and the CLI may refuse a bad command line before it imports torch."""
 
 from __future__ import annotations
 
+import glob
+import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from sarmae_cli.errors import NotFoundError, UsageError
+
+#: File suffixes, in one place: chips (renderings), GeoTIFFs, scenes inference reads, any image.
+CHIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+SCENE_SUFFIXES = (*GEOTIFF_SUFFIXES, ".vrt", ".img", ".jp2")
+IMAGE_SUFFIXES = (*CHIP_SUFFIXES, *GEOTIFF_SUFFIXES)
 
 #: A GDAL virtual file system prefix (`/vsizip/`, `/vsicurl/`, ...) or a URI scheme (`zip://`,
 #: `s3://`, `https://`; also `s3:/` as `Path()` leaves it). Two letters at least: not `C:/`.
@@ -81,3 +97,124 @@ def is_hidden(path: Path, root: Path | None = None) -> bool:
     as sarmae's own temporary files (`.X.tif.<random>.part`) are."""
     parts = path.relative_to(root).parts if root is not None else (path.name,)
     return any(p.startswith(".") and p not in (".", "..") for p in parts)
+
+
+def require_path(path: str | Path, what: str = "input", error: type[NotFoundError] = NotFoundError) -> None:
+    """Refuse a local path named on the command line that does not exist or cannot be read
+    (`error`, exit 2: "input not found: x.tif"). Virtual names are left to GDAL."""
+    if is_virtual(path):
+        return
+    p = Path(path)
+    if not p.exists():
+        raise error(f"{what} not found: {path}")
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+        raise error(f"cannot read {what} {path}: permission denied")
+
+
+def find_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
+    """Files under `folder` (recursively, sorted) with one of `suffixes`, hidden files and
+    folders (sarmae's own temporary files among them) left out."""
+    suffixes = tuple(suffixes)
+    return sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if p.suffix.lower() in suffixes and p.is_file() and not is_hidden(p, Path(folder))
+    )
+
+
+def expand_paths(
+    inputs: Sequence[str | Path], suffixes: tuple[str, ...] = SCENE_SUFFIXES
+) -> list[Path | VirtualPath]:
+    """Files of the inputs: a folder gives its files of `suffixes` (sorted, not recursive;
+    hidden files and sarmae's temporary files left out), a glob pattern its matches, a GDAL
+    virtual path or URI itself (unchecked: GDAL checks it). A local name that does not exist,
+    a glob without matches and a folder without such files are refused; an input named twice
+    is kept once; two inputs with the same stem are refused (their outputs would collide)."""
+    out: list[Path | VirtualPath] = []
+    for p in inputs:
+        s = str(p)
+        if is_virtual(p):
+            out.append(VirtualPath(s))
+        elif not Path(s).exists() and any(ch in s for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(s, recursive=True))
+            if not matches:
+                raise NotFoundError(f"no file matches {s!r}")
+            out.extend(matches)
+        elif Path(s).is_dir():
+            files = sorted(
+                q
+                for q in Path(s).iterdir()
+                if q.suffix.lower() in suffixes and q.is_file() and not is_hidden(q)
+            )
+            if not files:
+                raise UsageError(f"folder {s} holds no scenes ({', '.join(suffixes)})")
+            out.extend(files)
+        else:
+            require_path(s)
+            out.append(Path(s))
+    return _distinct(out)
+
+
+def _distinct(paths: list[Path | VirtualPath]) -> list[Path | VirtualPath]:
+    """`paths` without repeats of one file; two different files with one stem are refused,
+    since their outputs would have the same names."""
+    seen: dict[object, Path | VirtualPath] = {}
+    stems: dict[str, Path | VirtualPath] = {}
+    out = []
+    for p in paths:
+        key = str(p) if isinstance(p, VirtualPath) else p.resolve()
+        if key in seen:
+            continue
+        seen[key] = p
+        other = stems.setdefault(p.stem, p)
+        if other is not p:
+            raise UsageError(
+                f"inputs {other} and {p} have the same name {p.stem!r}, so their outputs would "
+                "overwrite each other; rename one, or process them in separate runs (each with "
+                "its own --output-dir)"
+            )
+        out.append(p)
+    return out
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path | VirtualPath]:
+    """Image files of the inputs (chips): folders are listed recursively (sorted, hidden files
+    and folders left out), files kept in order, GDAL virtual paths kept verbatim (unchecked).
+    A local name that does not exist and a folder without images are refused."""
+    out: list[Path | VirtualPath] = []
+    for name in inputs:
+        p = as_input(name)
+        if isinstance(p, Path) and p.is_dir():
+            files = find_files(p, IMAGE_SUFFIXES)
+            if not files:
+                raise UsageError(f"folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(files)
+        else:
+            require_path(p)
+            out.append(p)
+    return out
+
+
+def require_files(folder: str | Path, suffixes: Iterable[str], what: str) -> None:
+    """Refuse a folder named on the command line that holds no file of `suffixes` (searched
+    recursively, hidden files and folders left out; stops at the first found): an empty input
+    folder is a usage error, "no {what} found in {folder}"."""
+    folder, suffixes = Path(folder), tuple(suffixes)
+    found = (p for p in folder.rglob("*") if p.suffix.lower() in suffixes and not is_hidden(p, folder))
+    if not any(p.is_file() for p in found):
+        raise UsageError(f"no {what} found in {folder}")
+
+
+def require_dataset(path: str | Path, what: str = "dataset") -> None:
+    """A labelled dataset named on the command line: it exists, and a folder holds images."""
+    require_path(path, what)
+    if Path(path).is_dir():
+        require_files(path, IMAGE_SUFFIXES, "images (PNG, JPEG, TIFF)")
+
+
+def require_source(src: str | Path) -> None:
+    """A pretraining source named on the command line: it exists, and a folder holds images or
+    ZIP archives of them."""
+    require_path(src, "source")
+    if Path(src).is_dir():
+        require_files(src, (*IMAGE_SUFFIXES, ".zip"), "images (PNG, JPEG, TIFF or ZIPs of them)")

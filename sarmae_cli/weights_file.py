@@ -9,7 +9,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from sarmae_cli.errors import WeightsError
+from sarmae_cli.errors import WeightsError, WeightsNotFoundError
 
 #: The header metadata key that holds the sarmae JSON document.
 META_KEY = "sarmae"
@@ -32,7 +32,7 @@ def read_header(path: Path) -> dict[str, Any]:
             raise ValueError("the header is not a JSON object")
         end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
     except FileNotFoundError as e:
-        raise WeightsError(f"weights file not found: {path}") from e
+        raise WeightsNotFoundError(f"weights file not found: {path}") from e
     except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError) as e:
         raise WeightsError(f"{path} is not a readable safetensors file ({e})") from e
     if 8 + n + end != size:

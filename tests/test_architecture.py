@@ -64,12 +64,12 @@ def test_diagram_in_sync():
 
 def test_check_and_write(tmp_path: Path):
     doc = tmp_path / "architecture.md"
-    doc.write_text(f"# t\n\n{arch.BEGIN}\nold\n{arch.END}\n\nafter\n", encoding="utf-8")
+    doc.write_text(f"# t\n\n{arch.BEGIN}\nSTALE\n{arch.END}\n\nafter\n", encoding="utf-8")
     assert arch.main(["--check", "--doc", str(doc)]) == 1
     assert arch.main(["--write", "--doc", str(doc)]) == 0
     assert arch.main(["--check", "--doc", str(doc)]) == 0
     text = doc.read_text(encoding="utf-8")
-    assert text.startswith("# t\n\n") and text.endswith(f"{arch.END}\n\nafter\n") and "old" not in text
+    assert text.startswith("# t\n\n") and text.endswith(f"{arch.END}\n\nafter\n") and "STALE" not in text
     doc.write_text("# no markers\n", encoding="utf-8")
     assert arch.main(["--check", "--doc", str(doc)]) == 1
 

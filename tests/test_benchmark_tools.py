@@ -24,3 +24,46 @@ def test_train_accuracy_weights_rows_by_the_steps_they_cover(tmp_path):
     assert mod.last_steps_mean(log, last=10) == pytest.approx((2 * 0.5 + 8 * 1.0) / 10)
     assert mod.last_steps_mean(log, last=8) == pytest.approx(1.0)
     assert mod.last_steps_mean(log, last=100) == pytest.approx((10 * 0.0 + 2 * 0.5 + 8 * 1.0) / 20)
+
+
+def test_robustness_variants_round_trip_and_keep_the_label_aligned(tmp_path):
+    """eval_robustness.write_variant on a tiny dB raster (VV, VH; 20 x 20 px of 10 m, water in
+    2 x 2 blocks): power comes back to the same dB, a VH-only file holds the VH band, and the
+    x2 variant has half the pixels per side, twice the pixel size, the same origin and a label
+    that still marks the dark blocks."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import Affine
+
+    mod = _load("eval_robustness")
+    rng = np.random.default_rng(0)
+    water = np.kron(rng.random((10, 10)) < 0.4, np.ones((2, 2), bool))  # [20, 20]
+    vv = np.where(water, -22.0, -8.0) + rng.normal(0, 0.5, (20, 20))
+    db = np.stack([vv, vv - 7]).astype(np.float32)  # [2, 20, 20]: VV, VH
+    geo = {"driver": "GTiff", "width": 20, "height": 20, "crs": "EPSG:32631"}
+    geo["transform"] = Affine(10, 0, 500000, 0, -10, 4000000)
+    src, label = tmp_path / "s1.tif", tmp_path / "label.tif"
+    with rasterio.open(src, "w", **geo, count=2, dtype="float32", nodata=float("nan")) as ds:
+        ds.write(db)
+    with rasterio.open(label, "w", **geo, count=1, dtype="int16") as ds:
+        ds.write(water.astype(np.int16), 1)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    scene, _ = mod.write_variant(src, label, mod.Variant(form="power"), out, stem="p")
+    with rasterio.open(scene) as ds:
+        assert ds.descriptions == ("VV",) and ds.transform == geo["transform"]
+        np.testing.assert_allclose(10 * np.log10(ds.read(1)), db[0], atol=1e-4)
+    scene, _ = mod.write_variant(src, label, mod.Variant(pol="VH"), out, stem="vh")
+    with rasterio.open(scene) as ds:
+        assert ds.descriptions == ("VH",)
+        np.testing.assert_allclose(ds.read(1), db[1], atol=1e-4)
+
+    scene, lab = mod.write_variant(src, label, mod.Variant(factor=2.0), out, stem="x2")
+    with rasterio.open(scene) as ds, rasterio.open(lab) as lds:
+        assert (ds.width, ds.height) == (10, 10) and (lds.width, lds.height) == (10, 10)
+        assert ds.res == (20.0, 20.0) and ds.transform == lds.transform
+        assert (ds.transform.c, ds.transform.f) == (500000, 4000000)
+        coarse_db, coarse_label = ds.read(1), lds.read(1)
+    np.testing.assert_array_equal(coarse_label, water[::2, ::2])
+    np.testing.assert_array_equal(coarse_db < -15, water[::2, ::2])  # block means of power

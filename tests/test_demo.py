@@ -47,6 +47,9 @@ def test_demo_end_to_end(invoke, shipped, tmp_path):
         f"$ sarmae embed {d}/scene.tif -o {d}/embeddings.parquet --device cpu",
         f"$ sarmae classify {d}/chips/ --top-k 1 --device cpu",
         "water IoU against the synthetic truth: ",
+        "physical baseline (threshold ",
+        f"the baseline alone: sarmae segment --task water --method threshold {d}/scene.tif "
+        f"-o {d}/water_threshold.tif",
         "MSTAR",
         "only shows the interface",
         "chip_4.tif",
@@ -73,6 +76,7 @@ def test_demo_library_two_band_water_weights(good_shipped, tmp_path, monkeypatch
     result = run_demo(tmp_path / "d", size=256, device="cpu", report=seen.append)
     assert [s.number for s in seen] == [1, 2, 3, 4] and result.steps == seen
     assert 0.0 <= result.water_iou <= 1.0 and len(result.chips) == 4
+    assert result.baseline_iou > 0.9  # the threshold baseline on the synthetic scene (VV: co-pol)
     with rasterio.open(tmp_path / "d" / "scene.tif") as src:
         assert src.descriptions == ("VV", "VH")
     assert "--bands" not in seen[1].command

@@ -1,5 +1,6 @@
-"""Output-path policy: refuse to clobber, never write over an input, outputs are local files,
-atomic writes, usual file mode, leftovers of a killed run cleaned up."""
+"""Output-path policy: names with the extension of what is written, refuse to clobber, never
+write over an input, outputs are local files, atomic writes, usual file mode, leftovers of a
+killed run cleaned up; the error classes' exit codes and the light input checks."""
 
 import os
 import stat
@@ -8,8 +9,112 @@ from pathlib import Path
 
 import pytest
 
-from sarmae_cli.errors import OutputExistsError, UsageError
-from sarmae_cli.outputs import atomic_output, check_output, refuse_input_as_output, remove_stale_temporaries
+from sarmae_cli.errors import (
+    NotFoundError,
+    OutputExistsError,
+    UsageError,
+    WeightsError,
+    WeightsNotFoundError,
+    WrongWeightsError,
+)
+from sarmae_cli.outputs import (
+    EXTENSIONS,
+    atomic_output,
+    check_extension,
+    check_output,
+    plan_outputs,
+    refuse_input_as_output,
+    remove_stale_temporaries,
+)
+from sarmae_cli.paths import require_dataset, require_path, require_source
+from sarmae_cli.shipped import resolve_weights
+
+
+def test_check_extension_table():
+    """One table of kinds -> extensions (issue 31, item 6): case-insensitive, the kind found is
+    returned, anything else names the option, the name and every extension allowed."""
+    assert check_extension("a/X.TIFF", "geotiff") == "geotiff"
+    assert check_extension("r.jsonl", ("csv", "jsonl", "geotiff")) == "jsonl"
+    assert check_extension("out/{stem}.png", "png", "--preview") == "png"
+    with pytest.raises(UsageError) as e:
+        check_extension("p.xyz", "png", "--preview", "a PNG quicklook")
+    assert str(e.value) == "--preview p.xyz: a PNG quicklook needs a .png name"
+    assert e.value.exit_code == 2
+    with pytest.raises(
+        UsageError, match=r"^-o c\.json: the output needs a \.csv, \.jsonl, \.tif or \.tiff name$"
+    ):
+        check_extension("c.json", ("csv", "jsonl", "geotiff"), "-o", "the output")
+    with pytest.raises(UsageError, match="^-o x: an ONNX model needs a .onnx name$"):
+        check_extension("x", "onnx")
+    assert {k: v[1] for k, v in EXTENSIONS.items()} == {
+        "geotiff": (".tif", ".tiff"),
+        "png": (".png",),
+        "parquet": (".parquet",),
+        "vector": (".gpkg", ".geojson", ".json"),
+        "csv": (".csv",),
+        "jsonl": (".jsonl",),
+        "json": (".json",),
+        "onnx": (".onnx",),
+        "safetensors": (".safetensors",),
+    }
+
+
+def test_plan_outputs_checks_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    a.write_text("x")
+    b.write_text("x")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "p").mkdir()
+    specs = [
+        ("-o", None, tmp_path / "out", "geotiff", "a map"),
+        ("--probabilities", None, None, "geotiff", "probabilities"),
+        ("--preview", Path("p/{stem}.png"), None, "png", "a PNG quicklook"),
+    ]
+    assert plan_outputs([a, b], specs, False) == [
+        (a, [tmp_path / "out" / "a.tif", None, Path("p/a.png")]),
+        (b, [tmp_path / "out" / "b.tif", None, Path("p/b.png")]),
+    ]
+    with pytest.raises(UsageError, match="is the input scene"):  # --output-dir: the inputs' folder
+        plan_outputs([a, b], [("-o", None, tmp_path, "geotiff", "a map")], True)
+    with pytest.raises(UsageError, match="is the input scene"):
+        plan_outputs([a], [("-o", a, None, "geotiff", "a map")], True)
+    with pytest.raises(UsageError, match="^--preview q.jpg: a PNG quicklook needs a .png name$"):
+        plan_outputs([a], [("--preview", Path("q.jpg"), None, "png", "a PNG quicklook")], False)
+    out = tmp_path / "o.tif"
+    out.write_text("old")
+    with pytest.raises(OutputExistsError):  # one input: an existing output is refused up front
+        plan_outputs([a], [("-o", out, None, "geotiff", "a map")], False)
+    outs = plan_outputs([a, b], [("-o", Path(f"{tmp_path}/{{stem}}_w.tif"), None, "geotiff", "a map")], False)
+    assert [o for _, (o,) in outs] == [tmp_path / "a_w.tif", tmp_path / "b_w.tif"]
+
+
+def test_error_classes_decide_the_exit_code():
+    assert WeightsNotFoundError("x").exit_code == 2 and isinstance(WeightsNotFoundError("x"), WeightsError)
+    assert isinstance(WeightsNotFoundError("x"), NotFoundError) and isinstance(
+        WeightsNotFoundError("x"), UsageError
+    )
+    assert WrongWeightsError("x").exit_code == 2 and isinstance(WrongWeightsError("x"), WeightsError)
+    assert WeightsError("x").exit_code == 1 and NotFoundError("x").exit_code == 2
+
+
+def test_named_paths_are_checked_without_the_library(tmp_path):
+    with pytest.raises(NotFoundError, match="^input not found: nope.tif$"):
+        require_path("nope.tif")
+    require_path("/vsizip//no/such.zip/a.tif")  # virtual names are GDAL's to check
+    with pytest.raises(WeightsNotFoundError, match=f"^weights file not found: {tmp_path}/w.safetensors$"):
+        resolve_weights("segment", tmp_path / "w.safetensors", None)
+    with pytest.raises(WrongWeightsError, match="is a folder, not a weights file"):
+        resolve_weights("segment", tmp_path, None)
+    (tmp_path / "empty" / ".hidden").mkdir(parents=True)
+    (tmp_path / "empty" / ".hidden" / "x.png").write_bytes(b"")
+    with pytest.raises(UsageError, match="^no images \\(PNG, JPEG, TIFF\\) found in"):
+        require_dataset(tmp_path / "empty")
+    with pytest.raises(UsageError, match="or ZIPs of them"):
+        require_source(tmp_path / "empty")
+    (tmp_path / "empty" / "sub").mkdir()
+    (tmp_path / "empty" / "sub" / "x.zip").write_bytes(b"")
+    require_source(tmp_path / "empty")
 
 
 def test_atomic_output_success_and_mode(tmp_path):

@@ -29,9 +29,19 @@ from sarmae_cli.cli.options import (
     some_chips_failed,
 )
 from sarmae_cli.errors import UsageError
-from sarmae_cli.outputs import atomic_output, check_output
+from sarmae_cli.outputs import (
+    atomic_output,
+    check_extension,
+    check_output,
+    parse_creation_options,
+    plan_outputs,
+)
+from sarmae_cli.paths import expand_paths, list_images
+from sarmae_cli.shipped import resolve_weights
 
 FORMATS = ("csv", "jsonl")
+#: What `-o` may name: the chips' classes as CSV or JSON lines, or a scene's per-tile class map.
+OUTPUT_KINDS = ("csv", "jsonl", "geotiff")
 
 
 def format_rows(rows: list[dict], fmt: str, top_k: int) -> str:
@@ -94,20 +104,36 @@ def classify(
 
     $ sarmae classify scene.tif -o classes.tif --tile 128
     """
-    from sarmae_cli.data.raster import GEOTIFF_SUFFIXES
-    from sarmae_cli.infer.api import Options, classify_chips, classify_scene, list_chips
-    from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
-    from sarmae_cli.infer.models import Models, resolve_weights
-    from sarmae_cli.infer.writers import parse_creation_options
-
-    models = Models("classify", resolve_weights("classify", weights, None), device, threads)
-    creation = parse_creation_options(co)
-    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
-    scene_mode = output_dir is not None or (output is not None and output.suffix.lower() in GEOTIFF_SUFFIXES)
+    kind = None if output is None else check_extension(output, OUTPUT_KINDS, "-o", "classify's output")
+    scene_mode = output_dir is not None or kind == "geotiff"
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}; use csv or jsonl")
     if scene_mode:
-        paths = shard(expand_inputs(inputs))
-        many = len(paths) > 1
-        jobs = {p: output_for(p, output, output_dir, ".tif", many) for p in paths}
+        if fmt is not None:
+            raise UsageError("--format is for the classes of chips; a scene's class map is a GeoTIFF")
+        what = "a per-tile class-map GeoTIFF"
+        planned = plan_outputs(expand_paths(inputs), [("-o", output, output_dir, "geotiff", what)], overwrite)
+    else:
+        fmt = fmt or kind or "csv"
+        if output is not None:
+            check_extension(output, fmt, "-o", f"--format {fmt} output")
+        if json_summary and output is None:
+            raise UsageError("--json needs -o FILE: the results themselves go to stdout otherwise")
+        chip_files = list_images(inputs)
+        if output is not None:  # before the work; never over a chip
+            check_output(output, overwrite, inputs=chip_files)
+    weights_file = resolve_weights("classify", weights, None)
+    creation = parse_creation_options(co)
+
+    from sarmae_cli.infer.api import Options, classify_chips, classify_scene, list_chips
+    from sarmae_cli.infer.batch import run_many, shard
+    from sarmae_cli.infer.models import Models
+
+    models = Models("classify", weights_file, device, threads)
+    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
+    if scene_mode:
+        mine = set(shard([p for p, _ in planned]))
+        jobs = {p: outs[0] for p, outs in planned if p in mine}
         with Reporter(quiet) as rep:
 
             def run(src: Path) -> dict:
@@ -117,14 +143,7 @@ def classify(
             results = run_many([(p, [o]) for p, o in jobs.items()], run, overwrite)
         rep.results("classify", results, json_summary)
         return
-    fmt = fmt or ("jsonl" if output is not None and output.suffix.lower() in (".jsonl", ".json") else "csv")
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown --format {fmt!r}; use csv or jsonl")
-    if json_summary and output is None:
-        raise UsageError("--json needs -o FILE: the results themselves go to stdout otherwise")
-    paths = list_chips(inputs)
-    if output is not None:  # before the work; never over a chip
-        check_output(output, overwrite, inputs=paths)
+    paths = list_chips(chip_files)
     with Reporter(quiet) as rep:
         opts.progress = rep.progress("chips")
         rows, failures = classify_chips(paths, models, opts, top_k)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from sarmae_cli.cli.options import DeviceOpt, Overwrite, Quiet, Reporter, Seed
+from sarmae_cli.outputs import check_output_folder
 
 
 def _print_step(step: Any, steps: int) -> None:
@@ -39,13 +40,15 @@ def demo(
     GeoTIFF, EPSG:32631, 10 m pixels, with its truth mask), then runs water segmentation (COG + PNG
     quicklook), tile embeddings (GeoParquet) and chip classification on it, printing for each step
     the command that does the same on your own data and, for the water map, the IoU against the
-    truth. --seed picks the scene. Fails before writing anything if the shipped weights are missing
-    or damaged.
+    truth beside that of the threshold baseline (--method threshold, no weights). --seed picks the
+    scene. Fails before writing anything if the shipped weights are missing or damaged.
 
     $ sarmae demo
 
     $ sarmae demo my-demo --size 512 --seed 7 --overwrite
     """
+    check_output_folder(outdir, "the demo's outputs")
+
     from sarmae_cli.demo import STEPS, run_demo
 
     with Reporter(quiet) as rep:
@@ -53,4 +56,5 @@ def demo(
             outdir, size, seed, device, overwrite, rep.progress, lambda s: _print_step(s, STEPS)
         )
     iou = "" if result.water_iou is None else f"; water IoU {result.water_iou:.3f}"
+    iou += "" if result.baseline_iou is None else f" (threshold baseline {result.baseline_iou:.3f})"
     typer.echo(f"\nDone: {len(result.steps)} steps, outputs in {outdir}/{iou}")

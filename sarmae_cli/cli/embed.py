@@ -27,6 +27,9 @@ from sarmae_cli.cli.options import (
     some_chips_failed,
 )
 from sarmae_cli.errors import UsageError
+from sarmae_cli.outputs import check_extension, check_output, parse_creation_options, plan_outputs
+from sarmae_cli.paths import expand_paths, list_images
+from sarmae_cli.shipped import resolve_weights
 
 
 def embed(
@@ -62,19 +65,31 @@ def embed(
 
     $ sarmae embed chips/ -o chips.parquet
     """
-    from sarmae_cli.infer.api import Options, embed_chips, embed_scene, list_chips
-    from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
-    from sarmae_cli.infer.models import Models, resolve_weights
-    from sarmae_cli.infer.writers import parse_creation_options
-
     if output is None and output_dir is None:
         raise UsageError("give the output with -o FILE (or --output-dir DIR for several inputs)")
-    models = Models("embed", resolve_weights("embed", weights, None), device, threads)
-    creation = parse_creation_options(co)
-    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
-    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+    chips = len(inputs) == 1 and Path(inputs[0]).is_dir()
+    if chips:  # a folder of chips: one GeoParquet
         if output is None or dense is not None:
             raise UsageError("a folder of chips gives one GeoParquet: use -o FILE (no --dense)")
+        check_extension(output, "parquet", "-o", "a GeoParquet of chip embeddings")
+        chip_files = list_images(inputs)
+        check_output(output, overwrite, inputs=chip_files)
+    else:
+        specs = [
+            ("-o", output, output_dir, "parquet", "a GeoParquet of tile embeddings"),
+            ("--dense", dense, None, "geotiff", "a GeoTIFF of patch features"),
+        ]
+        planned = plan_outputs(expand_paths(inputs), specs, overwrite)
+    weights_file = resolve_weights("embed", weights, None)
+    creation = parse_creation_options(co)
+
+    from sarmae_cli.infer.api import Options, embed_chips, embed_scene, list_chips
+    from sarmae_cli.infer.batch import run_many, shard
+    from sarmae_cli.infer.models import Models
+
+    models = Models("embed", weights_file, device, threads)
+    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
+    if chips:
         with Reporter(quiet) as rep:
             opts.progress = rep.progress(Path(inputs[0]).name)
             summary = embed_chips(list_chips(inputs), output, models, opts)
@@ -88,15 +103,8 @@ def embed(
         if summary["failed"]:  # the file holds the others; the exit status says not all went well
             raise some_chips_failed(summary["failed"], summary["inputs"])
         return
-    paths = shard(expand_inputs(inputs))
-    many = len(paths) > 1
-    jobs = {
-        p: (
-            output_for(p, output, output_dir, ".parquet", many),
-            output_for(p, dense, None, "", many, "--dense"),
-        )
-        for p in paths
-    }
+    mine = set(shard([p for p, _ in planned]))
+    jobs = {p: outs for p, outs in planned if p in mine}
     with Reporter(quiet) as rep:
 
         def run(src: Path) -> dict:

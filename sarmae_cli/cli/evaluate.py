@@ -15,8 +15,9 @@ from sarmae_cli.cli.options import (
     ValFraction,
     output_option,
 )
-from sarmae_cli.errors import UsageError
-from sarmae_cli.outputs import check_output
+from sarmae_cli.errors import UsageError, WeightsNotFoundError
+from sarmae_cli.outputs import check_extension, check_output
+from sarmae_cli.paths import require_dataset, require_path
 
 
 def _ints(text: str | None, name: str) -> list[int] | None:
@@ -88,18 +89,21 @@ def evaluate(
 
     $ sarmae evaluate mstar10/train --val-fraction 0.2 -w sel.safetensors
     """
-    from sarmae_cli.model.runtime import resolve_device
-    from sarmae_cli.train.evaluate import evaluate_weights, headline, write_report
-
+    require_dataset(data)
+    require_path(weights, "weights file", WeightsNotFoundError)
     if output is not None:
-        if output.suffix != ".json":
-            raise UsageError(f"--output {output} must be a .json metrics file (the plot goes beside it)")
-        check_output(output, overwrite)
+        check_extension(output, "json", "-o", "a metrics JSON (the plot goes beside it)")
+        check_output(output, overwrite, inputs=[data, weights])
+        check_output(output.with_suffix(".png"), overwrite, inputs=[data, weights])
     overrides = {
         "pairing": pairing,
         "mask_values": _ints(mask_values, "--mask-values"),
         "ignore_value": ignore_value,
     }
+
+    from sarmae_cli.model.runtime import resolve_device
+    from sarmae_cli.train.evaluate import evaluate_weights, headline, write_report
+
     m, meta = evaluate_weights(
         weights,
         data,

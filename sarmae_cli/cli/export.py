@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sarmae_cli.cli.options import JsonSummary, Overwrite, Quiet, output_option
+from sarmae_cli.errors import UsageError, WeightsNotFoundError
+from sarmae_cli.outputs import check_extension, check_output
+from sarmae_cli.paths import require_path
 
 
 def export(
@@ -43,6 +46,14 @@ def export(
 
     $ sarmae export water.safetensors -o water.onnx --int8 --holdout ombria_s1/train/AFTER
     """
+    require_path(weights, "weights file", WeightsNotFoundError)
+    if holdout is not None:
+        require_path(holdout, "hold-out folder")
+    if fp16 and int8:
+        raise UsageError("choose one of --fp16 and --int8")
+    check_extension(output, "onnx", "-o")
+    check_output(output, overwrite, inputs=[weights])
+
     from sarmae_cli.export.onnx_export import export_onnx
 
     console = Console(stderr=True, quiet=quiet)

@@ -32,6 +32,8 @@ from sarmae_cli.cli.options import (
     output_option,
 )
 from sarmae_cli.errors import UsageError
+from sarmae_cli.outputs import check_extension, check_output
+from sarmae_cli.paths import require_dataset, require_path
 
 
 class Task(StrEnum):
@@ -105,19 +107,25 @@ def finetune(
 
     $ sarmae finetune --task segmentation ombria_s1/train --val ombria_s1/test -o water.safetensors
     """
+    if task is None:
+        raise UsageError("--task is required: classification or segmentation")
+    if output is None:
+        raise UsageError("--output/-o is required: the weights file to write")
+    check_extension(output, "safetensors", "-o", "the fine-tuned weights file")
+    _seeds(seeds)
+    require_dataset(train)
+    if val is not None:
+        require_dataset(val, "validation set")
+    if config is not None:
+        require_path(config, "config file")
+    check_output(output, overwrite or resume, inputs=[p for p in (train, val) if p is not None])
+
     from sarmae_cli.train import finetune as ft
     from sarmae_cli.train.config import load_config_file, set_layer
     from sarmae_cli.train.evaluate import metrics_path
     from sarmae_cli.train.finetune_config import FinetuneConfig, resolve_config
     from sarmae_cli.train.metrics import format_pm
 
-    if task is None:
-        raise UsageError("--task is required: classification or segmentation")
-    if output is None:
-        raise UsageError("--output/-o is required: the weights file to write")
-    if not output.name.endswith(".safetensors"):
-        raise UsageError(f"--output {output} must end in .safetensors")
-    scale = None if input_scale == "auto" else input_scale
     options = {
         "data": {
             "train": str(train),
@@ -127,7 +135,7 @@ def finetune(
             "fraction": fraction,
             "chip_size": chip_size,
             "fit": fit.value if fit else None,
-            "scaling": scale,
+            "scaling": input_scale,
         },
         "model": {"init": init},
         "lr": lr,
@@ -143,8 +151,6 @@ def finetune(
     }
     layers = load_config_file(config), set_layer(set_, FinetuneConfig), options
     cfg = resolve_config(task.value, *layers)
-    if input_scale == "auto":  # detected from the data, whatever the config file or --set said
-        cfg.data.scaling = None
     say = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
     doc = ft.finetune(
         cfg, output, _seeds(seeds), resume, overwrite, command=shlex.join(["sarmae", *sys.argv[1:]]), log=say

@@ -70,6 +70,15 @@ InputScale = Annotated[
     ),
 ]
 
+Gsd = Annotated[
+    str,
+    typer.Option(
+        "--gsd",
+        help="Pixel size the model runs at: auto (the one the weights record; native when they "
+        "record none), native, or metres (e.g. 10). Outputs stay on the input grid.",
+    ),
+]
+
 # ----------------------------------------------------------------- inference
 
 WeightsPath = Annotated[

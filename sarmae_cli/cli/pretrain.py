@@ -28,6 +28,9 @@ from sarmae_cli.cli.options import (
     Workers,
     output_option,
 )
+from sarmae_cli.errors import WeightsNotFoundError
+from sarmae_cli.outputs import check_run_folder
+from sarmae_cli.paths import require_path, require_source
 
 
 def _csv(text: str | None, cast: Any = str) -> list | None:
@@ -135,6 +138,15 @@ def pretrain(
 
     $ sarmae pretrain chips/ scenes/ --paired pairs.csv --model tiny --epochs 20 -o runs/tiny
     """
+    for src in sources or []:
+        require_source(src)
+    for path, what in ((paired, "paired manifest"), (config, "config file")):
+        if path is not None:
+            require_path(path, what)
+    if init is not None:
+        require_path(init, "--init weights file", WeightsNotFoundError)
+    check_run_folder(output, resume)
+
     from sarmae_cli.train import distributed
     from sarmae_cli.train.config import from_dict, load_config_file, merge_config, set_layer
     from sarmae_cli.train.pretrain import PretrainConfig, run_pretrain

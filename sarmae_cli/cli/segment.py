@@ -10,6 +10,7 @@ from sarmae_cli.cli.options import (
     BatchSize,
     CreationOption,
     DeviceOpt,
+    Gsd,
     InputScale,
     JsonSummary,
     Nodata,
@@ -23,7 +24,11 @@ from sarmae_cli.cli.options import (
     WeightsPath,
     output_option,
 )
+from sarmae_cli.data.geometry import parse_gsd
 from sarmae_cli.errors import UsageError
+from sarmae_cli.outputs import parse_creation_options, plan_outputs
+from sarmae_cli.paths import expand_paths
+from sarmae_cli.shipped import resolve_weights
 
 
 def segment(
@@ -34,6 +39,14 @@ def segment(
         str | None,
         typer.Option("--task", help="Which shipped segmentation weights to use (without -w): water."),
     ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="model: the weights (default); threshold: the physical water baseline, no weights "
+            "(one scene threshold of the speckle-filtered dB from its bimodal tiles; dark = water).",
+        ),
+    ] = "model",
     probabilities: Annotated[
         Path | None, typer.Option("--probabilities", help="Also write class probabilities (float32 COG).")
     ] = None,
@@ -50,6 +63,7 @@ def segment(
     bands: Bands = None,
     nodata: Nodata = None,
     input_scale: InputScale = "auto",
+    gsd: Gsd = "auto",
     co: CreationOption = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -63,34 +77,46 @@ def segment(
     $ sarmae segment --task water scene.tif -o water.tif --preview water.png
 
     $ sarmae segment -w my_water.safetensors scenes/ --output-dir out/ --vector 'out/{stem}.gpkg'
-    """
-    from sarmae_cli.infer.api import Options, segment_scene
-    from sarmae_cli.infer.batch import expand_inputs, output_for, run_many, shard
-    from sarmae_cli.infer.models import Models, resolve_weights
-    from sarmae_cli.infer.writers import parse_creation_options
 
+    $ sarmae segment --task water --method threshold scene.tif -o water_threshold.tif
+    """
     if output is None and output_dir is None:
         raise UsageError("give the output with -o FILE (or --output-dir DIR for several inputs)")
-    paths = shard(expand_inputs(inputs))
-    many = len(paths) > 1
-    jobs = []
-    for p in paths:
-        outs = [
-            output_for(p, output, output_dir, ".tif", many),
-            output_for(p, probabilities, None, "", many, "--probabilities"),
-            output_for(p, vector, None, "", many, "--vector"),
-            output_for(p, preview, None, "", many, "--preview"),
-        ]
-        jobs.append((p, outs))
-    models = Models("segment", resolve_weights("segment", weights, task), device, threads)
+    if method not in ("model", "threshold"):
+        raise UsageError(f"unknown --method {method!r}; use model or threshold")
+    if method == "threshold" and weights is not None:
+        raise UsageError("--method threshold uses no weights: drop -w/--weights, or use --method model")
+    if method == "threshold" and task not in (None, "water"):
+        raise UsageError(f"--method threshold maps water only; use --task water, not {task!r}")
+    target_gsd = parse_gsd(gsd)
+    paths = expand_paths(inputs)  # every check of the command line before the library loads
+    specs = [
+        ("-o", output, output_dir, "geotiff", "a class-map GeoTIFF"),
+        ("--probabilities", probabilities, None, "geotiff", "a probabilities GeoTIFF"),
+        ("--vector", vector, None, "vector", "a GeoPackage or GeoJSON of class polygons"),
+        ("--preview", preview, None, "png", "a PNG quicklook"),
+    ]
+    planned = plan_outputs(paths, specs, overwrite)
+    weights_file = resolve_weights("segment", weights, task) if method == "model" else None
     creation = parse_creation_options(co)
-    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
+
+    from sarmae_cli.infer.api import Options, segment_scene
+    from sarmae_cli.infer.batch import run_many, shard
+    from sarmae_cli.infer.models import Models
+    from sarmae_cli.infer.threshold import threshold_scene
+
+    mine = set(shard([p for p, _ in planned]))
+    jobs = [(p, outs) for p, outs in planned if p in mine]
+    models = Models("segment", weights_file, device, threads) if weights_file else None
+    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite, gsd=target_gsd)
     outputs = dict(jobs)
     with Reporter(quiet) as rep:
 
         def run(src: Path) -> dict:
             out, probs, vec, png = outputs[src]
             opts.progress = rep.progress(src.name)
+            if models is None:  # --method threshold
+                return threshold_scene(src, out, opts, probs, vec, png)
             return segment_scene(src, out, models, opts, probs, vec, png)
 
         results = run_many([(p, [o for o in outs if o]) for p, outs in jobs], run, overwrite)

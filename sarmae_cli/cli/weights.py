@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sarmae_cli.cli.options import JsonSummary, Overwrite, output_option
-from sarmae_cli.errors import UsageError, WeightsError
+from sarmae_cli.errors import WeightsError, WeightsNotFoundError
+from sarmae_cli.outputs import check_extension, check_output
+from sarmae_cli.paths import require_path
 from sarmae_cli.shipped import RESTORE_HINT, SHIPPED, shipped_weights_dir
 from sarmae_cli.weights_file import META_KEY, read_header, tensor_shapes
 
@@ -160,6 +162,7 @@ def info(
 
     $ sarmae weights info weights/sarmae_tiny.safetensors --json
     """
+    require_path(path, "weights file", WeightsNotFoundError)
     s = _summary(path)
     if json_out:
         typer.echo(json.dumps(s, indent=2, default=str))
@@ -223,22 +226,32 @@ def convert(
     overlap: Annotated[
         int | None, typer.Option("--overlap", min=0, help="Default tile overlap stored in the weights.")
     ] = None,
+    gsd: Annotated[
+        float | None,
+        typer.Option(
+            "--gsd", min=0.01, help="Pixel size (metres) the weights were trained at; --gsd auto uses it."
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Copy weights as fp16 and/or without the MAE decoder (how the shipped files are made).
 
     $ sarmae weights convert runs/pt/encoder.safetensors --fp16 --drop-mae-decoder -o enc.safetensors
     """
+    require_path(src, "weights file", WeightsNotFoundError)
+    check_extension(output, "safetensors", "-o", "the converted weights file")
+    check_output(output, overwrite, inputs=[src])
     argv = ["sarmae", "weights", "convert", str(src), "-o", str(output)]
     argv += ["--fp16"] * fp16 + ["--drop-mae-decoder"] * drop_mae_decoder
     argv += (["--tile", str(tile)] if tile else []) + (
         ["--overlap", str(overlap)] if overlap is not None else []
     )
+    argv += ["--gsd", f"{gsd:g}"] if gsd else []
     from sarmae_cli.model import checkpoint
 
     tiles = {k: v for k, v in {"size": tile, "overlap": overlap}.items() if v is not None}
     meta = checkpoint.convert_weights(
-        src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv), tiles or None
+        src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv), tiles or None, gsd
     )
     size = output.stat().st_size / 1e6
     typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}, {size:.1f} MB", err=True)
@@ -254,10 +267,12 @@ def snapshot(
 
     $ sarmae weights snapshot runs/pt_long -o pt_long_step2000.safetensors
     """
+    require_path(run, "run folder")
+    check_extension(output, "safetensors", "-o", "the weights file")
+    check_output(output, overwrite)
+
     from sarmae_cli.train.pretrain import export_snapshot
 
-    if not output.name.endswith(".safetensors"):
-        raise UsageError(f"--output {output} must end in .safetensors")
     command = shlex.join(["sarmae", "weights", "snapshot", str(run), "-o", str(output)])
     meta = export_snapshot(run, output, command, overwrite)
     step = meta.provenance.get("snapshot_step")
@@ -282,6 +297,9 @@ def import_(
 
     $ sarmae weights import SARMAE_vitb_checkpoint-last.pth -o sarmae_vitb.safetensors
     """
+    require_path(src, "checkpoint", WeightsNotFoundError)
+    check_extension(output, "safetensors", "-o", "the imported weights file")
+    check_output(output, overwrite, inputs=[src])
     argv = ["sarmae", "weights", "import", str(src), "-o", str(output)]
     argv += ["--keep-decoder"] * keep_decoder + (["--in-chans", str(in_chans)] if in_chans else [])
     from sarmae_cli.model.official import import_official

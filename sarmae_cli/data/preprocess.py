@@ -162,6 +162,7 @@ class InputSpec:
     tile_size: int = 0  # sliding-window tile of scenes (0: chip_size)
     tile_overlap: int = 0  # sliding-window overlap of dense (segmentation) inference
     patch_size: int = 16
+    gsd: float | None = None  # ground sample distance (metres) the weights were trained at
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
@@ -187,6 +188,7 @@ class InputSpec:
             tile_size,
             int(tile.get("overlap", 0)),
             int(encoder.get("patch_size", 16)),
+            float(gsd) if (gsd := (meta.get("training") or {}).get("gsd")) else None,
         )
 
     def preprocess_meta(self) -> dict[str, Any]:
@@ -270,3 +272,19 @@ def band_stats(
     vals = np.concatenate([spec.prepare(r).reshape(r.shape[0], -1) for r in raws[::step]], axis=1)  # [C, N]
     std = np.maximum(vals.std(axis=1), 1e-3)
     return [float(v) for v in vals.mean(axis=1)], [float(v) for v in std]
+
+
+def resample(x: np.ndarray, valid: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prepared input [C, h, w] (0 where invalid) and validity [h, w] -> [C, height, width]
+    and validity, for a model that runs at another pixel size: the mean of the valid pixels
+    when coarsening (area), bilinear when refining. Done after the radiometric route, so a
+    scene in dB, power or amplitude resamples alike."""
+    t = torch.from_numpy(np.ascontiguousarray(x))[None]  # [1, C, h, w]
+    v = torch.from_numpy(valid.astype(np.float32))[None, None]  # [1, 1, h, w]
+    mode = "area" if height <= x.shape[1] else "bilinear"
+    kw = {} if mode == "area" else {"align_corners": False}
+    num = F.interpolate(t * v, size=(height, width), mode=mode, **kw)[0]  # [C, H, W]
+    den = F.interpolate(v, size=(height, width), mode=mode, **kw)[0, 0]  # [H, W]
+    ok = den > 0.5
+    out = torch.where(ok, num / den.clamp_min(1e-6), torch.zeros(()))
+    return out.numpy().astype(np.float32), ok.numpy()

@@ -3,6 +3,7 @@ PNG/JPEG/TIFF chips). Library errors become `RasterError` with a message a user 
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -11,26 +12,33 @@ import rasterio
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from sarmae_cli.errors import SarmaeError, UsageError
-from sarmae_cli.paths import is_virtual
-
-#: File suffixes, in one place: chips (renderings), GeoTIFFs, scenes inference reads, any image.
-CHIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
-SCENE_SUFFIXES = (*GEOTIFF_SUFFIXES, ".vrt", ".img", ".jp2")
-IMAGE_SUFFIXES = (*CHIP_SUFFIXES, *GEOTIFF_SUFFIXES)
+from sarmae_cli.errors import NotFoundError, SarmaeError, UsageError
+from sarmae_cli.paths import CHIP_SUFFIXES as CHIP_SUFFIXES  # the suffix tables, kept here too
+from sarmae_cli.paths import GEOTIFF_SUFFIXES as GEOTIFF_SUFFIXES
+from sarmae_cli.paths import IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from sarmae_cli.paths import SCENE_SUFFIXES as SCENE_SUFFIXES
+from sarmae_cli.paths import is_virtual, require_path
 
 
 class RasterError(SarmaeError):
     """A file is missing, not a raster, empty, truncated or of an unsupported type."""
 
 
-class InputNotFoundError(RasterError, UsageError):
+class InputNotFoundError(RasterError, NotFoundError):
     """The named input does not exist or is a folder: a usage error (exit 2), as a missing
     dataset or pretraining source is."""
+
+    exit_code = 2
+
+
+class BandError(RasterError, UsageError):
+    """`--bands` names a band the input does not have: a usage error (exit 2), as a band-count
+    mismatch with the weights is."""
+
+    exit_code = 2
 
 
 #: What GDAL says when a virtual file (a ZIP member, an object, a URL) is not there.
@@ -58,8 +66,8 @@ def require_input(path: str | Path) -> None:
             _open_virtual(str(path)).close()
         except RasterioIOError:
             pass  # there, but not readable as a raster: open_raster says so when it is read
-    elif not Path(path).exists():
-        raise InputNotFoundError(f"input not found: {path}")
+    else:
+        require_path(path, "input", InputNotFoundError)
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
@@ -105,13 +113,13 @@ def band_indexes(src: rasterio.DatasetReader, bands: str | None) -> list[int]:
         if token.isdigit():
             i = int(token)
             if not 1 <= i <= src.count:
-                raise RasterError(f"band {i} does not exist: {src.name} has {src.count} band(s)")
+                raise BandError(f"band {i} does not exist: {src.name} has {src.count} band(s)")
             out.append(i)
         elif token.upper() in descriptions:
             out.append(descriptions.index(token.upper()) + 1)
         else:
             names = ", ".join(d for d in descriptions if d) or "none"
-            raise RasterError(f"no band described as {token!r} in {src.name} (descriptions: {names})")
+            raise BandError(f"no band described as {token!r} in {src.name} (descriptions: {names})")
     return out
 
 
@@ -198,6 +206,26 @@ def read_window(
     out[:, ys, xs] = data
     valid[ys, xs] = ok
     return out, valid
+
+
+def pixel_size(src: rasterio.DatasetReader) -> tuple[float, float] | None:
+    """Ground sample distance in metres along rows and columns, (y, x), from the geotransform;
+    degrees are converted at the scene centre. None without a CRS and geotransform (chips,
+    GCP-only scenes)."""
+    t = src.transform
+    if src.crs is None or t.is_identity:
+        return None
+    sx, sy = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if src.crs.is_geographic:
+        lat = math.radians((t * (src.width / 2, src.height / 2))[1])
+        sx, sy = sx * 111_320.0 * math.cos(lat), sy * 110_574.0
+    else:
+        try:
+            unit = src.crs.linear_units_factor[1]
+        except CRSError:
+            return None
+        sx, sy = sx * unit, sy * unit
+    return sy, sx
 
 
 def read_decimated(

@@ -51,7 +51,7 @@ from sarmae_cli.data import raster, scaling, speckle
 from sarmae_cli.data.augment import Augment, crop_resize, flip_rotate, sample_rng
 from sarmae_cli.data.preprocess import FITS, fit_chip, match_bands, per_band
 from sarmae_cli.errors import SarmaeError, UsageError
-from sarmae_cli.paths import is_hidden
+from sarmae_cli.paths import is_hidden, require_source
 
 SCALINGS = ("auto", *scaling.MODES)
 
@@ -168,7 +168,7 @@ def zip_images(path: Path, members: str = "*") -> list[Path]:
         n for n in names if Path(n).suffix.lower() in raster.IMAGE_SUFFIXES and fnmatch.fnmatch(n, members)
     )
     if not found:
-        raise SarmaeError(
+        raise UsageError(
             f"no images (PNG, JPEG, TIFF) matching '{members}' inside {path}; "
             "check --zip-member (a glob over paths inside the archive)"
         )
@@ -180,20 +180,17 @@ def find_images(sources: list[Path], zip_members: str = "*") -> list[Path]:
     left out, manifests, ZIP archives whose members match `zip_members`, files)."""
     out: list[Path] = []
     for src in map(Path, sources):
-        if not src.exists():
-            raise UsageError(f"source not found: {src}")
+        require_source(src)  # exists; a folder holds images or ZIPs
         if src.is_dir():
             files = sorted(p for p in src.rglob("*") if p.is_file() and not is_hidden(p, src))
             found = [p for p in files if p.suffix.lower() in raster.IMAGE_SUFFIXES]
             for z in (p for p in files if p.suffix.lower() == ".zip"):
                 found += zip_images(z, zip_members)
-            if not found:
-                raise SarmaeError(f"no images (PNG, JPEG, TIFF or ZIPs of them) found in {src}")
             out += found
         elif src.suffix.lower() in (".csv", ".txt"):
             listed = _read_manifest(src)
             if not listed:
-                raise SarmaeError(f"manifest {src} lists no images")
+                raise UsageError(f"manifest {src} lists no images")
             out += listed
         elif src.suffix.lower() == ".zip":
             out += zip_images(src, zip_members)
@@ -224,7 +221,7 @@ def read_pairs(path: Path) -> list[tuple[Path, Path]]:
         rows = [(row["sar"].strip(), row["opt"].strip()) for row in reader if row.get("sar")]
     pairs = [(path.parent / s, path.parent / o) for s, o in rows]
     if not pairs:
-        raise SarmaeError(f"paired manifest {path} lists no pairs")
+        raise UsageError(f"paired manifest {path} lists no pairs")
     missing = [str(p) for pair in pairs for p in pair if not p.is_file()]
     if missing:
         raise SarmaeError(
@@ -239,7 +236,7 @@ def pairs_from_folders(sar_dir: Path, opt_dir: Path) -> list[tuple[Path, Path]]:
     opts = {p.stem: p for p in sorted(Path(opt_dir).iterdir()) if p.suffix.lower() in raster.IMAGE_SUFFIXES}
     sars = sorted(p for p in Path(sar_dir).iterdir() if p.suffix.lower() in raster.IMAGE_SUFFIXES)
     if not sars:
-        raise SarmaeError(f"no images found in {sar_dir}")
+        raise UsageError(f"no images found in {sar_dir}")
     lonely = [p.name for p in sars if p.stem not in opts]
     if lonely:
         raise SarmaeError(

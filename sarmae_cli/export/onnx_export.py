@@ -35,7 +35,7 @@ from sarmae_cli.data.synthetic import as_mode, speckled_scene
 from sarmae_cli.errors import SarmaeError, UsageError
 from sarmae_cli.model.checkpoint import WeightsMeta, onnx_metadata
 from sarmae_cli.model.factory import load_model
-from sarmae_cli.outputs import check_output
+from sarmae_cli.outputs import check_extension, check_output
 
 OUTPUT_NAMES = {
     "encoder": ["embedding", "patch_features"],
@@ -189,9 +189,8 @@ def export_onnx(
     output = Path(output)
     if fp16 and int8:
         raise UsageError("choose one of --fp16 and --int8")
-    if output.suffix.lower() != ".onnx":
-        raise UsageError(f"output {output} should end in .onnx")
-    check_output(output, overwrite)
+    check_extension(output, "onnx", "-o")
+    check_output(output, overwrite, inputs=[weights])
     model, meta = load_model(weights)
     task = "encoder" if meta.task in ("encoder", "pretrain") else meta.task
     if meta.task == "pretrain":

@@ -29,6 +29,7 @@ from sarmae_cli.data.scaling import to_db, to_unit
 from sarmae_cli.errors import SarmaeError, UsageError
 from sarmae_cli.infer.engine import Progress, predict_dense, predict_tiles
 from sarmae_cli.infer.models import Models
+from sarmae_cli.infer.resample import ToInputGrid
 from sarmae_cli.infer.scene import Scene, open_scene
 from sarmae_cli.infer.writers import (
     CLASS_NODATA,
@@ -44,8 +45,8 @@ from sarmae_cli.infer.writers import (
     through_gcps,
     to_cog,
 )
-from sarmae_cli.outputs import atomic_output, check_output
-from sarmae_cli.paths import VirtualPath, as_input, is_hidden
+from sarmae_cli.outputs import atomic_output, check_extension, check_output
+from sarmae_cli.paths import VirtualPath, list_images
 
 #: GDAL block cache for inference runs (MB), unless $GDAL_CACHEMAX says otherwise. GDAL's own
 #: default (5% of RAM) would let the cache, not the engine, set the peak memory.
@@ -75,6 +76,7 @@ class Options:
     co: dict[str, str] = field(default_factory=dict)
     overwrite: bool = False
     progress: Progress | None = None
+    gsd: str | float = "auto"  # segment: the model's pixel size ("auto"), "native" or metres
 
 
 def _spec(models: Models) -> InputSpec:
@@ -92,8 +94,8 @@ def _tiling(models: Models, opts: Options, dense: bool) -> tuple[int, int]:
     return tile, overlap
 
 
-def _open(path: Path, models: Models, opts: Options) -> Scene:
-    return open_scene(path, models.meta, opts.bands, opts.nodata, opts.input_scale)
+def _open(path: Path, models: Models, opts: Options, gsd: str | float = "native") -> Scene:
+    return open_scene(path, models.meta, opts.bands, opts.nodata, opts.input_scale, gsd=gsd)
 
 
 def _summary(path: Path, scene: Scene, backend: Any, stats: Any, t0: float, outputs: list[Path]) -> dict:
@@ -137,31 +139,34 @@ def segment_scene(
         raise UsageError("output paths must differ from each other")
     for p in outputs:
         check_output(p, opts.overwrite, inputs=[path])
-    if vector is not None and vector.suffix.lower() not in VECTOR_DRIVERS:
-        raise UsageError(f"--vector {vector}: use a .gpkg or .geojson file name")
-    with gdal_env(), _open(path, models, opts) as scene, contextlib.ExitStack() as stack:
+    if vector is not None:
+        check_extension(vector, "vector", "--vector", "a GeoPackage or GeoJSON of class polygons")
+    with gdal_env(), _open(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
         backend = models.backend(len(scene.indexes), "probabilities")
         names = models.class_names
         tile, overlap = _tiling(models, opts, dense=True)
         common = scene.georef()
         tags = _class_tags(names, models)
         spec = RasterSpec(
-            scene.width, scene.height, 1, "uint8", CLASS_NODATA, **common,
+            scene.input_width, scene.input_height, 1, "uint8", CLASS_NODATA, **common,
             descriptions=["class"], tags=tags, colormap=colormap(len(names)), resampling="mode",
         )  # fmt: skip
         tmp_out = stack.enter_context(atomic_output(Path(output), opts.overwrite))
         sinks = [CogSink(stack.enter_context(temp_beside(Path(output))), spec, encode_classes, opts.co)]
         if probabilities is not None:
             pspec = RasterSpec(
-                scene.width, scene.height, len(names), "float32", float("nan"), **common,
+                scene.input_width, scene.input_height, len(names), "float32", float("nan"), **common,
                 descriptions=[f"probability of {n}" for n in names], tags=tags, resampling="average",
             )  # fmt: skip
             tmp_prob = stack.enter_context(atomic_output(probabilities, opts.overwrite))
             sinks.append(
                 CogSink(stack.enter_context(temp_beside(probabilities)), pspec, encode_float, opts.co)
             )
+        sink: Any = Tee(*sinks)
+        if scene.scale != (1.0, 1.0):  # the model ran at its pixel size; outputs go to the input grid
+            sink = ToInputGrid(sink, scene.scale, scene.input_height, scene.input_width)
         try:
-            stats = predict_dense(scene, backend, Tee(*sinks), tile, overlap, opts.batch_size, opts.progress)
+            stats = predict_dense(scene, backend, sink, tile, overlap, opts.batch_size, opts.progress)
         except BaseException:
             for s in sinks:
                 s.abort()
@@ -326,24 +331,13 @@ def write_geoparquet(gdf: Any, dst: Path) -> None:
 
 
 def list_chips(inputs: list[str | Path]) -> list[Path | VirtualPath]:
-    """Image files of the inputs (folders are listed, sorted, hidden files and folders left
-    out; files kept in order; GDAL virtual paths kept verbatim). A named file that does not
-    exist is refused before any chip is read."""
-    out: list[Path | VirtualPath] = []
-    for name in inputs:
-        p = as_input(name)
-        if isinstance(p, Path) and p.is_dir():
-            files = sorted(
-                q
-                for q in p.rglob("*")
-                if q.suffix.lower() in raster.IMAGE_SUFFIXES and q.is_file() and not is_hidden(q, p)
-            )
-            if not files:
-                raise UsageError(f"folder {p} holds no image files ({', '.join(raster.IMAGE_SUFFIXES)})")
-            out.extend(files)
-        else:
+    """Image files of the inputs (`paths.list_images`: folders listed, sorted, hidden files and
+    folders left out; files kept in order; GDAL virtual paths kept verbatim and checked by
+    GDAL). A named file that does not exist is refused before any chip is read."""
+    out = list_images(inputs)
+    for p in out:
+        if isinstance(p, VirtualPath):
             raster.require_input(p)
-            out.append(p)
     return out
 
 
@@ -374,6 +368,8 @@ def chips_forward(
         try:
             x, scene = _chip_input(p, models, opts, size)
         except SarmaeError as e:
+            if len(paths) == 1:
+                raise  # one chip: its own error and exit code, as for one scene
             failures.append({"input": str(p), "error": str(e)})
             continue
         info = {"path": str(p), "width": scene.width, "height": scene.height, "crs": scene.crs}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sarmae_cli.errors import UsageError, WeightsError
+from sarmae_cli.errors import UsageError, WeightsError, WrongWeightsError
 from sarmae_cli.export.ort_backend import OnnxBackend
 from sarmae_cli.infer.backend import Backend, TorchBackend
 from sarmae_cli.model.checkpoint import (
@@ -21,31 +21,19 @@ from sarmae_cli.model.checkpoint import (
 )
 from sarmae_cli.model.factory import EncoderModel, load_model
 from sarmae_cli.model.runtime import resolve_device
-from sarmae_cli.shipped import RESTORE_HINT, SHIPPED, SHIPPED_KIND, shipped_path, shipped_task
-
-#: The weights task each command needs (embed takes the encoder of any weights file).
-COMMAND_TASKS = {
-    "segment": ("segmentation",),
-    "classify": ("classification",),
-    "embed": ("encoder", "pretrain", "classification", "segmentation"),
-}
-DEFAULT_TASK = {"embed": "encoder", "classify": "mstar", "segment": None}
-
-
-def missing_shipped(task: str, path: Path) -> WeightsError:
-    """The error for a shipped weights file that is not there."""
-    return WeightsError(
-        f"shipped weights for task {task!r} are missing: {path}; {RESTORE_HINT}, or pass --weights FILE"
-    )
+from sarmae_cli.shipped import COMMAND_TASKS, RESTORE_HINT, missing_shipped, shipped_task
 
 
 @contextlib.contextmanager
 def shipped_errors(path: Path) -> Iterator[None]:
     """Re-raise any `WeightsError` about a shipped weights file (missing, unreadable, truncated,
     checksum mismatch, wrong content) as one that names the file and says how to restore it.
-    Errors about other files pass through unchanged."""
+    Errors about other files pass through unchanged, as does a shipped file of the wrong task
+    for the command (`WrongWeightsError`: the file is fine, the command line chose it)."""
     try:
         yield
+    except WrongWeightsError:
+        raise
     except WeightsError as e:
         task = shipped_task(path)
         if task is None:
@@ -59,36 +47,11 @@ def shipped_errors(path: Path) -> Iterator[None]:
         ) from e
 
 
-def resolve_weights(command: str, weights: Path | None, task: str | None) -> Path:
-    """The weights file for `command`: `--weights`, else the shipped file of `--task` (or the
-    command's default task). A missing shipped file is an error naming it and the way back."""
-    if weights is not None:
-        if task is not None:
-            raise UsageError("give either --task or --weights, not both")
-        return Path(weights)
-    task = task or DEFAULT_TASK[command]
-    if task is None:
-        raise UsageError(f"sarmae {command} needs --task (e.g. --task water) or --weights FILE")
-    fitting = [t for t in SHIPPED if SHIPPED_KIND[t][0] in COMMAND_TASKS[command]]
-    if task not in SHIPPED:
-        raise UsageError(f"unknown --task {task!r}; sarmae {command} takes --task {' or '.join(fitting)}")
-    if task not in fitting:
-        kind, used_by = SHIPPED_KIND[task]
-        raise UsageError(
-            f"--task {task} is the shipped {kind} model, not one for sarmae {command}: "
-            f"use `sarmae {used_by}` for it; sarmae {command} takes --task {' or '.join(fitting)}"
-        )
-    path = shipped_path(task)
-    if not path.is_file():
-        raise missing_shipped(task, path)
-    return path
-
-
 def check_task(command: str, path: Path, meta: WeightsMeta) -> None:
     """A weights file of the wrong task for the command is an error that says what it holds."""
     allowed = COMMAND_TASKS[command]
     if meta.task not in allowed:
-        raise WeightsError(
+        raise WrongWeightsError(
             f"{path} holds {meta.task} weights but `sarmae {command}` needs {' or '.join(allowed)} "
             f"weights; use a file made by `sarmae finetune --task {allowed[0]}`"
         )

@@ -5,6 +5,7 @@ validity mask."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from rasterio.transform import Affine
 
 from sarmae_cli.data import raster
 from sarmae_cli.data.bands import model_roles, polarisation, select_bands
+from sarmae_cli.data.geometry import NATIVE, Scale, resolve_gsd
 from sarmae_cli.data.preprocess import (
     INPUT_SCALES,
     InputSpec,
@@ -22,6 +24,7 @@ from sarmae_cli.data.preprocess import (
     adaptable,
     check_band_count,
     check_input_scale,
+    resample,
 )
 from sarmae_cli.data.scaling import Scaling
 from sarmae_cli.model.checkpoint import WeightsMeta
@@ -41,6 +44,8 @@ class Scene:
     radiometry: Radiometry
     warnings: list[str] = field(default_factory=list)
     band_note: str = ""  # which bands were used as what
+    scale: Scale = NATIVE  # model pixels per input pixel (scene GSD / model GSD), (rows, cols)
+    gsd_note: str = ""
 
     @property
     def scaling(self) -> Scaling:
@@ -54,14 +59,24 @@ class Scene:
     @property
     def notes(self) -> list[str]:
         """What was chosen, for the user."""
-        return [n for n in (self.band_note, *self.radiometry.notes) if n]
+        return [n for n in (self.band_note, *self.radiometry.notes, self.gsd_note) if n]
 
     @property
     def height(self) -> int:
-        return self.src.height
+        """Rows of the grid the model runs on (the input's unless resampled, `scale`)."""
+        return math.ceil(self.src.height * self.scale[0]) if self.scale != NATIVE else self.src.height
 
     @property
     def width(self) -> int:
+        return math.ceil(self.src.width * self.scale[1]) if self.scale != NATIVE else self.src.width
+
+    @property
+    def input_height(self) -> int:
+        """Rows of the input grid, where outputs are written."""
+        return self.src.height
+
+    @property
+    def input_width(self) -> int:
         return self.src.width
 
     @property
@@ -91,9 +106,18 @@ class Scene:
         return [self.src.descriptions[i - 1] or f"band {i}" for i in self.indexes]
 
     def read(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Model input [C, height, width] float32 (0 where invalid) and validity [height, width]."""
-        x, valid = raster.read_window(self.src, self.indexes, row_off, col_off, height, width, self.nodata)
-        return self.radiometry.apply(x), valid
+        """Model input [C, height, width] float32 (0 where invalid) and validity [height, width],
+        on the grid the model runs on (the input's, or resampled by `scale`)."""
+        if self.scale == NATIVE:
+            x, valid = raster.read_window(
+                self.src, self.indexes, row_off, col_off, height, width, self.nodata
+            )
+            return self.radiometry.apply(x), valid
+        fy, fx = self.scale
+        r0, c0 = math.floor(row_off / fy), math.floor(col_off / fx)
+        r1, c1 = math.ceil((row_off + height) / fy), math.ceil((col_off + width) / fx)
+        x, valid = raster.read_window(self.src, self.indexes, r0, c0, r1 - r0, c1 - c0, self.nodata)
+        return resample(self.radiometry.apply(x), valid, height, width)
 
     def close(self) -> None:
         self.src.close()
@@ -163,11 +187,13 @@ def open_scene(
     nodata: float | None = None,
     input_scale: str = "auto",
     max_side: int = 1024,
+    gsd: str | float = "native",
 ) -> Scene:
     """Open `path` for inference with the weights described by `meta`.
 
     Normalisation statistics are computed once per scene from a decimated read (at most
-    `max_side` pixels per side), excluding nodata, never per tile.
+    `max_side` pixels per side), excluding nodata, never per tile. `gsd` ("auto": the pixel
+    size the weights record, "native", or metres) sets the grid the model runs on.
     """
     spec = InputSpec.from_meta(meta.to_dict())
     check_input_scale(input_scale)
@@ -183,7 +209,9 @@ def open_scene(
                 f"{path} has no valid pixels (all nodata, NaN or masked); check the file or --nodata"
             )
         radiometry = spec.radiometry(sample, input_scale, _hints(path, src), dtype)
-        return Scene(path, src, indexes, nd, radiometry, _georef_warnings(path, src), band_note)
+        scale, gsd_note = resolve_gsd(raster.pixel_size(src), spec.gsd, gsd)
+        warns = _georef_warnings(path, src)
+        return Scene(path, src, indexes, nd, radiometry, warns, band_note, scale, gsd_note)
     except BaseException:
         src.close()
         raise

@@ -20,7 +20,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.shutil import copy as rio_copy
 from rasterio.transform import GCPTransformer
 
-from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.errors import SarmaeError
 
 CLASS_NODATA = 255
 #: Colours of class indexes 0.. (RGBA); water-style maps get 0 = grey, 1 = blue.
@@ -38,17 +38,6 @@ PALETTE = [
     (170, 110, 40, 255),
     (128, 0, 0, 255),
 ]
-
-
-def parse_creation_options(co: list[str] | None) -> dict[str, str]:
-    """`--co NAME=VALUE` options of GDAL's COG driver -> {NAME: value}."""
-    out = {}
-    for item in co or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise UsageError(f"--co {item!r} is not NAME=VALUE (e.g. --co COMPRESS=ZSTD)")
-        out[name.strip().upper()] = value.strip()
-    return out
 
 
 def colormap(n_classes: int) -> dict[int, tuple[int, int, int, int]]:

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from timm.models import adapt_input_conv
 
 from sarmae_cli import __version__
-from sarmae_cli.errors import UnsafeCheckpointError, WeightsError
+from sarmae_cli.errors import UnsafeCheckpointError, WeightsError, WeightsNotFoundError
 from sarmae_cli.model.config import DecoderConfig, ViTConfig
 from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.outputs import atomic_output
@@ -166,13 +166,19 @@ def convert_weights(
     overwrite: bool = False,
     command: str | None = None,
     tile: dict[str, int] | None = None,
+    gsd: float | None = None,
 ) -> WeightsMeta:
     """Copy `src` to `dst` (checksum verified), optionally storing floats as fp16, dropping
-    the MAE decoder of pretraining weights (what `embed` and fine-tuning need is the encoder)
-    and setting the default inference `tile` ({"size", "overlap"}). The original provenance
-    is kept under `provenance.converted_from`."""
+    the MAE decoder of pretraining weights (what `embed` and fine-tuning need is the encoder),
+    setting the default inference `tile` ({"size", "overlap"}) and recording the pixel size
+    the weights were trained at (`gsd`, metres: `training.gsd`). The original provenance is
+    kept under `provenance.converted_from`."""
     src, dst = Path(src), Path(dst)
     tensors, meta = read_weights(src)
+    if gsd is not None:
+        if not gsd > 0:
+            raise WeightsError(f"--gsd {gsd}: give the training pixel size in metres, e.g. 10")
+        meta.training = {**meta.training, "gsd": float(gsd)}
     if tile:
         patch = meta.encoder_config.patch_size
         size, overlap = (
@@ -271,7 +277,7 @@ def load_pickled_checkpoint(path: Path) -> Any:
     """
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"checkpoint not found: {path}")
+        raise WeightsNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise WeightsError(f"{path} is a folder, not a checkpoint file")
     try:
@@ -289,7 +295,7 @@ def load_pickled_checkpoint(path: Path) -> Any:
             ) from e
         if _is_truncated(path, msg):
             raise WeightsError(f"{path} is truncated or corrupted ({_first_line(e)})") from e
-        raise WeightsError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from e
+        raise _not_a_checkpoint(path) from e
 
 
 def _is_truncated(path: Path, msg: str) -> bool:
@@ -297,6 +303,24 @@ def _is_truncated(path: Path, msg: str) -> bool:
     with open(path, "rb") as f:
         magic = f.read(4)
     return magic == b"PK\x03\x04" or "central directory" in msg or "EOF" in msg
+
+
+def _not_a_checkpoint(path: Path) -> WeightsError:
+    """The error for a file the safe loader cannot read: a pickle (one written by `pickle`, not
+    `torch.save`, or one that needs what the loader refuses), or no checkpoint at all."""
+    with open(path, "rb") as f:
+        pickled = f.read(1) == b"\x80"  # the PROTO opcode every pickle since protocol 2 starts with
+    if pickled:
+        return UnsafeCheckpointError(
+            f"{path} is not a PyTorch checkpoint sarmae can read safely: it is a pickle that "
+            "torch.save did not write, or one that needs what the safe loader refuses; nothing "
+            "in it was executed. Give the official SARMAE .pth checkpoint, or re-save the weights "
+            "with torch.save(state_dict, path) from a source you trust"
+        )
+    return WeightsError(
+        f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle); "
+        "give the official SARMAE .pth checkpoint"
+    )
 
 
 def _first_line(e: BaseException) -> str:
@@ -346,7 +370,7 @@ def read_onnx_meta(path: Path) -> tuple[WeightsMeta, dict[str, Any]]:
 
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"ONNX model not found: {path}")
+        raise WeightsNotFoundError(f"ONNX model not found: {path}")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError) as e:

@@ -319,6 +319,8 @@ def _output_meta(
         "seed": run["seed"],
         "steps": run["steps"],
     }
+    if cfg.data.gsd:
+        training["gsd"] = float(cfg.data.gsd)
     if p.coding is not None:
         training["mask_values"] = list(p.coding.values)
         training["ignore_value"] = p.coding.ignore_value

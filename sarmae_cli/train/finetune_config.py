@@ -35,6 +35,7 @@ class DataConfig:
     crop: int | None = None  # centre-crop N pixels first, then resize to chip_size (zoom)
     scaling: str | None = None  # input scaling mode; None or "auto": detected from the data
     stretch: str = "fixed"  # "fixed" range, or per-image/scene "percentile" (radiometry-robust)
+    gsd: float | None = None  # pixel size of the training data (metres), recorded for --gsd auto
     balance: bool = False  # oversample classes to equal counts (imbalanced sets)
     class_names: list[str] | None = None  # segmentation class names (index = class id)
     pairing: str | None = None  # IMAGE_DIR:MASK_DIR[:IMAGE_TOKEN:MASK_TOKEN]
@@ -134,6 +135,8 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise UsageError("no training set given")
     if cfg.model.refine < 0:
         raise UsageError(f"model.refine must be >= 0 (0: no pixel refiner), got {cfg.model.refine}")
+    if cfg.data.gsd is not None and not cfg.data.gsd > 0:
+        raise UsageError(f"data.gsd must be a pixel size in metres > 0, got {cfg.data.gsd}")
     if cfg.data.scaling not in (None, *INPUT_SCALES):
         raise UsageError(f"unknown input scale {cfg.data.scaling!r}; use one of {', '.join(INPUT_SCALES)}")
     cfg.augment.check(cfg.task)

@@ -86,7 +86,7 @@ def test_console_script_and_module_entry_points():
         text=True,
         check=False,
     )
-    assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1  # named, missing
 
 
 @pytest.mark.parametrize("command", ["segment", "embed", "classify"])
@@ -95,8 +95,9 @@ def test_error_without_quiet_is_one_line_in_a_pipe(command, tmp_path):
     line: no progress bar and no blank line before it."""
     missing = tmp_path / "missing.tif"
     args = ["--task", "water"] if command == "segment" else []
+    out = tmp_path / {"segment": "out.tif", "embed": "out.parquet", "classify": "out.csv"}[command]
     r = subprocess.run(
-        [sys.executable, "-m", "sarmae_cli", command, *args, str(missing), "-o", str(tmp_path / "out.x")],
+        [sys.executable, "-m", "sarmae_cli", command, *args, str(missing), "-o", str(out)],
         capture_output=True,
         text=True,
         check=False,

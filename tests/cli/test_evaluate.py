@@ -118,7 +118,8 @@ def test_segmenter_metrics_and_tta_refused(segmenter, tmp_path):
     ("args", "message"),
     [
         ([], "Missing option '--weights' / '-w'"),
-        (["-w", "W", "-o", "metrics.txt"], "--output metrics.txt must be a .json metrics file"),
+        (["-w", "W", "-o", "metrics.txt"], "-o metrics.txt: a metrics JSON (the plot goes beside it)"),
+        (["-w", "nope.safetensors"], "weights file not found: nope.safetensors"),
         (["-w", "W", "--tta", "7"], "Invalid value for '--tta'"),
         (["-w", "W", "--mask-values", "0,x"], "--mask-values must be comma-separated integers"),
     ],
@@ -126,6 +127,7 @@ def test_segmenter_metrics_and_tta_refused(segmenter, tmp_path):
 def test_bad_inputs_are_one_line_usage_errors(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "W").write_bytes(b"")
+    (tmp_path / "x.png").write_bytes(b"")  # an image: a folder without any is refused first
     r = _run("evaluate", tmp_path, *args)
     _one_line(r, 2, message)
     assert not (tmp_path / "metrics.txt").exists()

@@ -12,8 +12,11 @@ from sarmae_cli.train.finetune_config import FinetuneConfig
 
 
 @pytest.fixture
-def finetune_calls(monkeypatch):
-    """Records what `sarmae finetune` passes to the library instead of training."""
+def finetune_calls(monkeypatch, tmp_path):
+    """Records what `sarmae finetune` passes to the library instead of training (the dataset,
+    `tmp_path`, holds one chip: an empty folder is refused before the library is called)."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "x.png").write_bytes(b"")
     calls = []
 
     def record(cfg, output, seeds, resume=False, overwrite=False, run_dir=None, command=None, log=None):
@@ -117,6 +120,7 @@ def test_pretrain_renamed_options_and_set(invoke, tmp_path, monkeypatch):
         raise UsageError("recorded")
 
     monkeypatch.setattr(pt, "run_pretrain", record)
+    (tmp_path / "x.png").write_bytes(b"")  # a source folder without images is refused up front
     r = invoke(
         "pretrain", tmp_path, "-o", tmp_path / "run", "--workers", "3", "--chip-size", "96",
         "--fit", "center_crop", "--input-scale", "uint16", "--ckpt-minutes", "0", "--ckpt-every", "50",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 
 import torch
 from safetensors.torch import save_file
@@ -53,9 +54,9 @@ def test_import_bad_inputs(invoke, tiny_official, tmp_path):
     text = tmp_path / "readme.pth"
     text.write_text("not a checkpoint")
     r = invoke("weights", "import", text, "-o", dst)
-    _one_line_error(r, 1, "not a PyTorch checkpoint (unpickling refused: ")
+    _one_line_error(r, 1, "not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
     assert "weights_only" not in r.stderr  # torch's advice to load unsafely is not passed on
-    _one_line_error(invoke("weights", "import", tmp_path / "missing.pth", "-o", dst), 1, "not found")
+    _one_line_error(invoke("weights", "import", tmp_path / "missing.pth", "-o", dst), 2, "not found")
 
     import timm
 
@@ -87,6 +88,21 @@ def test_import_refuses_code_execution(invoke, tmp_path):
     assert not marker.exists() and not dst.exists()
 
 
+def test_import_plain_pickle_says_what_is_true(invoke, tmp_path):
+    """Issue 31: a malicious pickle written with `pickle.dump` (protocol 4+, not torch.save) was
+    refused with torch's "Unsupported operand 149"; the message now says what the file is, that
+    nothing ran, and what to give instead."""
+    marker = tmp_path / "owned.txt"
+    src = tmp_path / "evil.pth"
+    src.write_bytes(pickle.dumps(_Payload(marker)))
+    dst = tmp_path / "out.safetensors"
+    r = invoke("weights", "import", src, "-o", dst)
+    _one_line_error(r, 1, "is not a PyTorch checkpoint sarmae can read safely", "a pickle that torch.save")
+    assert "nothing in it was executed" in r.stderr and "Give the official SARMAE .pth checkpoint" in r.stderr
+    assert "Unsupported operand" not in r.stderr and "weights_only" not in r.stderr
+    assert not marker.exists() and not dst.exists()
+
+
 def test_import_destination_rules(invoke, tiny_official, tmp_path):
     dst = tmp_path / "exists.safetensors"
     dst.write_bytes(b"keep me")
@@ -103,9 +119,14 @@ def test_import_destination_rules(invoke, tiny_official, tmp_path):
         "not a folder",
     )
     _one_line_error(
-        invoke("weights", "import", tiny_official, "-o", tmp_path / "no" / "w.st"),
+        invoke("weights", "import", tiny_official, "-o", tmp_path / "no" / "w.safetensors"),
         2,
         "does not exist",
+    )
+    _one_line_error(
+        invoke("weights", "import", tiny_official, "-o", tmp_path / "w.st"),
+        2,
+        "w.st: the imported weights file needs a .safetensors name",
     )
 
 
@@ -116,7 +137,7 @@ def test_import_unwritable_destination(invoke, tiny_official):
 
 
 def test_info_bad_inputs(invoke, tmp_path):
-    _one_line_error(invoke("weights", "info", tmp_path / "none.safetensors"), 1, "not found")
+    _one_line_error(invoke("weights", "info", tmp_path / "none.safetensors"), 2, "not found")
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(3)}, str(plain))
     _one_line_error(invoke("weights", "info", plain), 1, "without sarmae metadata")

@@ -181,5 +181,7 @@ def test_cli_bad_inputs(weights, tmp_path, invoke):
     r = invoke("export", broken, "-o", tmp_path / "y.onnx")
     assert r.exit_code == 1 and "without a head description" in r.stderr
     r = invoke("export", tmp_path / "missing.safetensors", "-o", tmp_path / "z.onnx")
-    assert r.exit_code == 1 and "not found" in r.stderr
+    assert r.exit_code == 2 and "weights file not found" in r.stderr  # named on the command line
+    r = invoke("export", broken, "-o", tmp_path / "z.xyz")
+    assert r.exit_code == 2 and "z.xyz: an ONNX model needs a .onnx name" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nohead.safetensors"]

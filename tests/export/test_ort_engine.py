@@ -79,7 +79,7 @@ def test_onnx_bad_inputs(models, tmp_path, invoke):
     assert r.exit_code == 2 and "exported for 32-px tiles; use --tile 32" in r.stderr
     one_band = write_scene(tmp_path / "vv.tif", db_scene(40, 40)[:1])
     r = invoke("segment", one_band, "-o", tmp_path / "y.tif", "-w", models["seg_onnx"])
-    assert r.exit_code != 0 and "gives 1 band(s) but the weights expect 2" in r.stderr
+    assert r.exit_code == 2 and "the weights need co-pol and cross-pol bands; found VV (band 1)" in r.stderr
     r = invoke("embed", models["scene"], "-o", tmp_path / "z.parquet", "-w", models["seg_onnx"])
     assert r.exit_code != 0 and "no 'embedding' output" in r.stderr
     assert not any(

@@ -200,7 +200,8 @@ def test_interrupted_run_leaves_no_destination(weights_dir, tmp_path, sig):
             2,
         ),
         (None, ["--bands", "1"], "gives 1 band(s) but the weights expect 2 (VV, VH)", 2),
-        (None, ["--bands", "VV,HH"], "no band described as 'HH'", 1),
+        (None, ["--bands", "VV,HH"], "no band described as 'HH'", 2),
+        (None, ["--bands", "5"], "band 5 does not exist", 2),
         (None, ["--input-scale", "decibel"], "unknown --input-scale 'decibel'", 2),
         (None, ["--co", "COMPRESS"], "--co 'COMPRESS' is not NAME=VALUE", 2),
     ],
@@ -265,9 +266,12 @@ def test_weights_problems(invoke, weights_dir, scene, tmp_path, monkeypatch):
     assert "sarmae_water.safetensors" in r.stderr and "--weights" in r.stderr
     r = invoke("segment", scene, "-o", tmp_path / "w.tif", "-w", weights_dir / "cls.safetensors")
     assert (
-        r.exit_code == 1
+        r.exit_code == 2  # the command line names weights of the wrong task
         and "holds classification weights but `sarmae segment` needs segmentation" in r.stderr
     )
+    nope = tmp_path / "nope.safetensors"
+    r = invoke("segment", scene, "-o", tmp_path / "w.tif", "-w", nope)
+    assert r.exit_code == 2 and r.stderr == f"Error: weights file not found: {nope}\n"
     r = invoke("segment", scene, "-o", tmp_path / "w.tif")
     assert r.exit_code == 2 and "needs --task" in r.stderr
     assert not (tmp_path / "w.tif").exists()

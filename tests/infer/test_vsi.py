@@ -13,8 +13,9 @@ import rasterio
 from sarmae_cli.data.raster import InputNotFoundError, RasterError, open_raster, require_input
 from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.api import Options, list_chips, segment_scene
-from sarmae_cli.infer.batch import expand_inputs, output_for, run_many
+from sarmae_cli.infer.batch import expand_inputs, run_many
 from sarmae_cli.infer.models import Models
+from sarmae_cli.outputs import output_for
 from sarmae_cli.paths import VirtualPath, is_virtual, local_file
 from tests.infer.conftest import db_scene, write_scene
 

@@ -1,0 +1,378 @@
+"""Robustness of every shipped model to the form of its input, beside the physical baseline.
+
+Measurement only: nothing here is tuned or chosen on these test sets.
+
+Water (`weights/sarmae_water.safetensors`, segmentation):
+1. The Sen1Floods11 chip (`sen1floods11/S1`, 2-band VV/VH sigma0 in dB, 512 x 512, EPSG:4326,
+   about 10 m; `Labels/*LabelHand*`, -1 ignored) is written, in a temp folder, as variants
+   (`write_variant`):
+   - radiometry, VV at x1: dB, linear power, amplitude, uint16 DN (DN = amplitude x 1000,
+     rounded, clipped to 1..65535, nodata 0) and an 8-bit rendering (a fixed -25..0 dB stretch
+     to 1..255, nodata 0);
+   - polarisation, dB at x1: VV only, VH only, both (2 bands described VV, VH);
+   - pixel size, VV in dB: the grid's pixel size x0.5, x1, x2 and x5, same origin and CRS.
+     Coarser grids average linear power over each new pixel (GDAL `average`, i.e. multilooking)
+     and take the majority label (`mode`); the x0.5 grid is bilinear in linear power and
+     nearest for the label, so it adds no detail the chip does not have.
+   Every file has band descriptions (VV / VH) and no radiometry tags, and is read with
+   `--input-scale auto` (the default; `--declared-scale` passes the form it was written in):
+   the table says when auto read a form as another one.
+   Each variant is segmented by the library path of `sarmae segment` (`segment_scene`) with the
+   shipped water weights at `--gsd native` (what they do today: they record no pixel size),
+   by a candidate recording `training.gsd = 10` (`sarmae weights convert
+   weights/sarmae_water.safetensors --gsd 10 -o /tmp/water10.safetensors`) at `--gsd auto`,
+   and by the physical baseline (`threshold_scene`, `sarmae segment --method threshold`). Water
+   IoU against the label on the variant's own grid (label -1 and nodata pixels ignored).
+2. OMBRIA test (70 AFTER/MASK pairs, 8-bit PNG, no geotransform): the 8-bit form only, no
+   pixel-size variants; `eval_water.ombria` (model, as `sarmae evaluate`) and
+   `eval_threshold.ombria` (baseline), accumulated over all pixels.
+
+MSTAR classifier (`weights/sarmae_mstar.safetensors`): overall accuracy on the SOC test chips
+(15 deg) as shipped and re-rendered (`sarmae_cli.data.render.RENDERINGS`), scored by
+`mstar_renderings.score_all` (`evaluate_weights`, the stored preprocessing). There is no
+physical baseline for target classification here. `--skip-mstar` leaves it out;
+`--mstar-json F` reads the renderings of an earlier `mstar_renderings.py --json F` run instead.
+
+The encoder (`sarmae_encoder`) has no labelled task of its own; its MSTAR probe is
+`benchmarks/probe_mstar_knn.py`.
+
+    python benchmarks/eval_robustness.py --json robustness.json
+    python benchmarks/eval_robustness.py --skip-mstar --candidate ''     # water, shipped file only
+
+Needs the data in $SARMAE_DATA (default ../shared/data) and scikit-image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.warp import reproject
+
+from sarmae_cli.data.labelled import scan_classification
+from sarmae_cli.data.raster import read_image
+from sarmae_cli.data.render import RENDERINGS
+from sarmae_cli.infer.api import Options, segment_scene
+from sarmae_cli.infer.models import Models
+from sarmae_cli.infer.threshold import threshold_scene
+from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SARMAE_DATA", ROOT.parent / "shared" / "data"))
+CANDIDATE = Path("/tmp/water10.safetensors")
+DN_PER_AMPLITUDE = 1000.0  # uint16 DN = amplitude x this constant
+RENDER_DB = (-25.0, 0.0)  # the fixed stretch of the 8-bit rendering
+FORMS = ("db", "power", "amplitude", "uint16", "uint8")
+FORM_NAMES = {"db": "dB", "power": "power", "amplitude": "amplitude", "uint16": "uint16 DN", "uint8": "8-bit"}
+POLS = {"VV": (0,), "VH": (1,), "VV+VH": (0, 1)}  # band indexes of the 2-band source (VV, VH)
+LABEL_NODATA = -1
+
+
+class Variant(NamedTuple):
+    """One input form: radiometry (a key of FORM_NAMES), polarisation (a key of POLS) and the
+    factor applied to the pixel size (2 = pixels twice as large, half as many per side)."""
+
+    form: str = "db"
+    pol: str = "VV"
+    factor: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{FORM_NAMES[self.form]} · {self.pol} · ×{self.factor:g}"
+
+
+def variants() -> list[Variant]:
+    """The grid: radiometry x {VV} at x1, polarisation x {dB} at x1, pixel size x {VV, dB}."""
+    out = [Variant(form=f) for f in FORMS]
+    out += [Variant(pol=p) for p in POLS if p != "VV"]
+    out += [Variant(factor=f) for f in (0.5, 2.0, 5.0)]
+    return out
+
+
+def _bench(name: str) -> ModuleType:
+    """Another script of benchmarks/ (not a package), imported by path."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- writing the variants -------------------------------------------------------------------
+
+
+def _encode(power: np.ndarray, valid: np.ndarray, form: str) -> tuple[np.ndarray, float]:
+    """Linear power [C, H, W] (valid where `valid`) -> (array in `form`, its nodata value)."""
+    p = np.where(valid, np.maximum(power, 1e-10), 1.0)
+    if form == "power":
+        return np.where(valid, p, np.nan).astype(np.float32), float("nan")
+    if form == "db":
+        return np.where(valid, 10 * np.log10(p), np.nan).astype(np.float32), float("nan")
+    if form == "amplitude":
+        return np.where(valid, np.sqrt(p), np.nan).astype(np.float32), float("nan")
+    if form == "uint16":
+        dn = np.clip(np.round(np.sqrt(p) * DN_PER_AMPLITUDE), 1, 65535)
+        return np.where(valid, dn, 0).astype(np.uint16), 0.0
+    if form == "uint8":
+        lo, hi = RENDER_DB
+        grey = np.clip(np.round((10 * np.log10(p) - lo) / (hi - lo) * 255), 1, 255)
+        return np.where(valid, grey, 0).astype(np.uint8), 0.0
+    raise ValueError(f"unknown form {form!r}")
+
+
+def _grid(transform: Affine, height: int, width: int, factor: float) -> tuple[Affine, int, int]:
+    """The same origin with pixels `factor` times as large; whole pixels only (a coarser grid
+    drops the partial pixel at the right and bottom edges)."""
+    t = transform @ Affine.scale(factor)
+    return t, max(1, math.floor(height / factor + 1e-9)), max(1, math.floor(width / factor + 1e-9))
+
+
+def write_variant(
+    src: Path, label: Path, variant: Variant, folder: Path, stem: str = "chip"
+) -> tuple[Path, Path]:
+    """Write `src` (a dB GeoTIFF with bands VV, VH; NaN = nodata) and its `label` (int16, -1 =
+    ignore) as `variant` into `folder` as STEM.tif and STEM_label.tif (a neutral stem: a file
+    name saying "db" or "power" would tell `--input-scale auto` the answer). Returns their
+    paths, both on the variant's grid (correct geotransform, same CRS); the label is -1
+    wherever the scene is nodata."""
+    with rasterio.open(src) as ds:
+        db = ds.read(out_dtype=np.float32)  # [2, H, W]
+        profile, crs, transform = ds.profile, ds.crs, ds.transform
+        if ds.nodata is not None and not np.isnan(ds.nodata):
+            db[db == ds.nodata] = np.nan
+    with rasterio.open(label) as ds:
+        truth = ds.read(1).astype(np.int16)  # [H, W]
+    idx = list(POLS[variant.pol])
+    power = (10 ** (db[idx] / 10)).astype(np.float32)  # [C, H, W], NaN where nodata
+    truth[~np.isfinite(db[idx]).all(0)] = LABEL_NODATA
+    h, w = truth.shape
+    if variant.factor != 1:
+        transform_out, h, w = _grid(transform, h, w, variant.factor)
+        coarser = variant.factor > 1
+        resampled = np.full((len(idx), h, w), np.nan, np.float32)
+        reproject(
+            power, resampled, src_transform=transform, src_crs=crs, dst_transform=transform_out,
+            dst_crs=crs, src_nodata=np.nan, dst_nodata=np.nan,
+            resampling=Resampling.average if coarser else Resampling.bilinear,
+        )  # fmt: skip
+        lab = np.full((h, w), LABEL_NODATA, np.int16)
+        reproject(
+            truth, lab, src_transform=transform, src_crs=crs, dst_transform=transform_out,
+            dst_crs=crs, src_nodata=LABEL_NODATA, dst_nodata=LABEL_NODATA,
+            resampling=Resampling.mode if coarser else Resampling.nearest,
+        )  # fmt: skip
+        power, truth, transform = resampled, lab, transform_out
+    valid = np.isfinite(power).all(0) & (power > 0).all(0)  # [H, W]
+    truth[~valid] = LABEL_NODATA
+    data, nodata = _encode(power, np.broadcast_to(valid, power.shape), variant.form)
+    drop = ("blockxsize", "blockysize", "tiled", "count", "dtype", "nodata")
+    base = {k: v for k, v in profile.items() if k not in drop}
+    common = {**base, "driver": "GTiff", "crs": crs, "transform": transform, "height": h, "width": w}
+    scene, lab_path = folder / f"{stem}.tif", folder / f"{stem}_label.tif"
+    bands = {"count": len(idx), "dtype": data.dtype.name, "nodata": nodata}
+    with rasterio.open(scene, "w", **common, **bands) as ds:
+        ds.write(data)
+        for band, i in enumerate(idx, start=1):
+            ds.set_band_description(band, ("VV", "VH")[i])
+    with rasterio.open(lab_path, "w", **common, count=1, dtype="int16", nodata=LABEL_NODATA) as ds:
+        ds.write(truth, 1)
+    return scene, lab_path
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+def _class_map(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def water_iou(class_map: np.ndarray, truth: np.ndarray) -> float:
+    """Water IoU of a class map (1 = water, 255 = nodata) against a label (-1 = ignore)."""
+    t = np.where(class_map == 255, LABEL_NODATA, truth).astype(np.int64)
+    cm = confusion_matrix((class_map == 1).astype(np.int64), t, 2, ignore_index=LABEL_NODATA)
+    return float(segmentation_metrics(cm, ["land", "water"])["iou"]["water"])
+
+
+def sen1floods11(methods: dict[str, Any], work: Path, declared: bool) -> list[dict[str, Any]]:
+    """Every variant of the Sen1Floods11 chip through every method. `methods`: name -> (Models
+    or None for the threshold baseline, gsd)."""
+    src = next((DATA / "sen1floods11" / "S1").glob("*.tif"))
+    label = next((DATA / "sen1floods11" / "Labels").glob("*LabelHand*.tif"))
+    rows = []
+    for i, v in enumerate(variants()):
+        scene, lab = write_variant(src, label, v, work, stem=f"chip{i:02d}")
+        truth = _class_map(lab).astype(np.int64)
+        with rasterio.open(scene) as ds:
+            shape = f"{ds.width}×{ds.height}"
+        row: dict[str, Any] = {"set": "Sen1Floods11 chip", "variant": v.name, "pixels": shape, "methods": {}}
+        scale = v.form if declared else "auto"
+        for name, (models, gsd) in methods.items():
+            out = work / f"chip{i:02d}_{name}.tif"
+            opts = Options(input_scale=scale, overwrite=True, gsd=gsd)
+            t0 = time.perf_counter()
+            if models is None:
+                s = threshold_scene(scene, out, opts)
+                extra = {"threshold": s.get("threshold")}
+            else:
+                s = segment_scene(scene, out, models, opts)
+                extra = {}
+            row["methods"][name] = {
+                "water_iou": water_iou(_class_map(out), truth),
+                "input_scale": s.get("input_scale"),
+                "notes": s.get("notes", []),
+                "seconds": round(time.perf_counter() - t0, 1),
+                **extra,
+            }
+        read_as = {m["input_scale"] for m in row["methods"].values()}
+        row["read_as"] = sorted(x for x in read_as if x)
+        rows.append(row)
+        ious = "  ".join(f"{k} {m['water_iou']:.3f}" for k, m in row["methods"].items())
+        print(f"Sen1Floods11 {v.name} ({shape}): {ious}", file=sys.stderr, flush=True)
+    return rows
+
+
+def ombria(weights: dict[str, Path]) -> dict[str, Any]:
+    """OMBRIA test, its 8-bit renderings as they are: each weights file, as `sarmae evaluate`,
+    and the baseline, as `eval_threshold.py` (one threshold per image, IoU over all pixels)."""
+    ew, et = _bench("eval_water"), _bench("eval_threshold")
+    row: dict[str, Any] = {"set": "OMBRIA test (70)", "variant": "8-bit · one band · no transform"}
+    row["methods"] = m = {}
+    for name, w in weights.items():
+        t0 = time.perf_counter()
+        r = ew.ombria(w)
+        m[name] = {"water_iou": r["model_water_iou"], "seconds": round(time.perf_counter() - t0, 1)}
+        row["otsu_water_iou"] = r["otsu_water_iou"]
+    t0 = time.perf_counter()
+    r = et.ombria("test", et.Params())
+    m["baseline"] = {"water_iou": r["threshold_water_iou"], "seconds": round(time.perf_counter() - t0, 1)}
+    print("OMBRIA: " + "  ".join(f"{k} {v['water_iou']:.3f}" for k, v in m.items()), file=sys.stderr)
+    return row
+
+
+def mstar(weights: Path, cached: Path | None, work: Path) -> dict[str, Any]:
+    """Overall accuracy of the classifier on the test chips in every rendering of
+    `render.RENDERINGS` (scored now, or read from an earlier `mstar_renderings.py --json`)."""
+    if cached is not None:
+        d = json.loads(cached.read_text())
+        return {"source": f"read from {cached}", "weights": d["weights"], "renderings": d["renderings"]}
+    mr = _bench("mstar_renderings")
+    test = DATA / "mstar10" / "test"
+    chips = [(s.path, s.path.parent.name, read_image(s.path)) for s in scan_classification(test).samples]
+    res = mr.score_all(weights, chips, RENDERINGS, work)
+    return {"source": "scored by this run", "weights": str(weights), "renderings": res}
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+def _f(x: float | None, sign: bool = False) -> str:
+    """Three decimals; a difference with its sign (a true minus, as the docs write it)."""
+    return "—" if x is None else (f"{x:+.3f}".replace("-", "−") if sign else f"{x:.3f}")
+
+
+def water_table(rows: list[dict[str, Any]], names: list[str]) -> str:
+    """Markdown: one row per set / variant; the shipped model, the candidate, the baseline and
+    model − baseline (and candidate − baseline when there is a candidate)."""
+    cand = "candidate" in names
+    head = ["set", "variant", "pixels", "model IoU (`--gsd native`)"]
+    head += ["candidate IoU (gsd 10, `--gsd auto`)"] if cand else []
+    head += ["baseline IoU (`--method threshold`)", "model − baseline"]
+    head += ["candidate − baseline"] if cand else []
+    head += ["read as"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        m = {k: v["water_iou"] for k, v in r["methods"].items()}
+        b = m.get("baseline")
+        cells = [r["set"], r["variant"], r.get("pixels", "256×256 each"), _f(m.get("model"))]
+        cells += [_f(m.get("candidate"))] if cand else []
+        cells += [_f(b), _f(m["model"] - b, sign=True)]
+        cells += [_f(m["candidate"] - b, sign=True)] if cand else []
+        cells += [", ".join(r.get("read_as", [])) or "uint8"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def mstar_table(res: dict[str, Any]) -> str:
+    rend = res["renderings"]
+    base = rend["standard"]["overall_accuracy"]
+    head = ["set", "rendering", "model accuracy", "drop vs standard (points)", "baseline"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, r in rend.items():
+        a = r["overall_accuracy"]
+        drop = "—" if name == "standard" else f"{base - a:.2f}"
+        lines.append(f"| MSTAR SOC test (15°, {r['chips']}) | {name} | {a:.2f} % | {drop} | none |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--water", type=Path, default=ROOT / "weights" / "sarmae_water.safetensors")
+    ap.add_argument(
+        "--candidate",
+        default=str(CANDIDATE),
+        help="water weights with training.gsd, run at --gsd auto ('': none)",
+    )
+    ap.add_argument("--mstar", type=Path, default=ROOT / "weights" / "sarmae_mstar.safetensors")
+    ap.add_argument("--skip-mstar", action="store_true", help="leave the MSTAR classifier out")
+    ap.add_argument("--mstar-json", type=Path, help="renderings from an earlier mstar_renderings.py --json")
+    ap.add_argument("--declared-scale", action="store_true", help="--input-scale = the form written")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    if not (DATA / "sen1floods11").is_dir():
+        sys.exit(f"error: no data in {DATA}; set SARMAE_DATA")
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    candidate = Path(args.candidate) if args.candidate else None
+    if candidate is not None and not candidate.is_file():
+        sys.exit(
+            f"error: no candidate {candidate}; make it with `sarmae weights convert "
+            f"weights/sarmae_water.safetensors --gsd 10 -o {candidate}` or pass --candidate ''"
+        )
+    weights = {"model": args.water} | ({"candidate": candidate} if candidate else {})
+    methods: dict[str, Any] = {"model": (Models("segment", args.water, device="cpu"), "native")}
+    if candidate:
+        methods["candidate"] = (Models("segment", candidate, device="cpu"), "auto")
+    methods["baseline"] = (None, "native")
+    res: dict[str, Any] = {"weights": {k: str(v) for k, v in weights.items()}, "data": str(DATA)}
+    with tempfile.TemporaryDirectory(prefix="eval_robustness_") as tmp:
+        work = Path(tmp)
+        res["water"] = [*sen1floods11(methods, work, args.declared_scale), ombria(weights)]
+        if not args.skip_mstar:
+            (work / "mstar").mkdir()
+            res["mstar"] = mstar(args.mstar, args.mstar_json, work / "mstar")
+    seconds = time.perf_counter() - t0
+    names = list(methods)
+    print(f"\n### `{args.water.name}` (water IoU)\n")
+    if candidate:
+        print(f"Candidate: `{candidate}` (the same weights recording `training.gsd` = 10 m).\n")
+    print(water_table(res["water"], names))
+    if "mstar" in res:
+        print(f"\n### `{args.mstar.name}` (overall accuracy; {res['mstar']['source']})\n")
+        print(mstar_table(res["mstar"]))
+    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    res["command"], res["seconds"] = cmd, round(seconds, 1)
+    print(f"\n`{cmd}`: {seconds:.0f} s wall, {args.threads} thread(s)")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

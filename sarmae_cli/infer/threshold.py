@@ -1,0 +1,298 @@
+"""The physical baseline of `sarmae segment --task water --method threshold`: no weights; one
+scene threshold (dark = water) from the bimodal tiles of the scene, split-based as in
+operational Sentinel-1 flood mapping (Martinis et al. 2009, NHESS 9:303, and 2015, ISPRS J.
+104:203; Chini et al. 2017, IEEE TGRS 55:6975):
+
+1. one decimated read of the whole scene (at most 1024 px a side) in dB (`data/scaling.to_db`
+   in the scene's detected or given radiometric mode; 8-bit renderings have no dB and their
+   grey values are thresholded as they are; uint16 DN give dB up to a calibration constant),
+   speckle-filtered with a `filter_size` median filter (`scipy.ndimage.median_filter`);
+2. the sample is cut into `tile` x `tile` tiles; a tile is bimodal when a two-Gaussian fit of
+   its histogram (EM, started from its Otsu split) has both components >= `min_share` of the
+   tile and Ashman's D = sqrt(2) |m1 - m2| / sqrt(s1^2 + s2^2) > `min_ashman` (Chini et al.);
+   the histograms of the bimodal tiles are pooled and thresholded with Otsu's method (1979)
+   or Kittler and Illingworth's minimum-error method (1986); without a bimodal tile, Otsu
+   on the whole scene, with a warning;
+3. the full-resolution scene is classified in row bands: a pixel is water when most valid
+   pixels of its `filter_size` window are below the threshold, which is the median filter
+   followed by the threshold, with nodata left out of the window. The same map comes out of
+   the scene as dB, power or amplitude (only comparisons with the threshold are used).
+
+Outputs are those of `api.segment_scene` (class-map COG: 0 land, 1 water, 255 nodata; polygons,
+quicklook); `--probabilities` gets the share of each pixel's window on each side of the
+threshold (a score, not a probability).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt, median_filter, uniform_filter
+
+from sarmae_cli.data import raster
+from sarmae_cli.data.scaling import to_db
+from sarmae_cli.errors import UsageError
+from sarmae_cli.infer.api import VECTOR_DRIVERS, Options, gdal_env, write_polygons, write_preview
+from sarmae_cli.infer.scene import open_scene
+from sarmae_cli.infer.writers import (
+    CLASS_NODATA,
+    CogSink,
+    RasterSpec,
+    Tee,
+    colormap,
+    encode_classes,
+    encode_float,
+    temp_beside,
+)
+from sarmae_cli.model.checkpoint import WeightsMeta
+from sarmae_cli.outputs import atomic_output, check_extension, check_output
+
+CLASS_NAMES = ["land", "water"]  # those of the shipped water weights
+BAND_PIXELS = 1 << 22  # pixels per row band of step 3 (16 to 1024 rows)
+#: The threshold method described as weights are, so that it opens a scene as the model path
+#: does (`open_scene`: one co-pol band chosen by polarisation, radiometry detected, nodata).
+META = WeightsMeta(
+    task="segmentation",
+    encoder={"in_chans": 1},
+    bands=["VV"],
+    input_scaling={"mode": "db", "stretch": "percentile"},
+    normalization={"mean": [0.0], "std": [1.0]},
+    class_names=CLASS_NAMES,
+)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The method's settings, fixed before any test score was seen (docs/model_cards/sarmae_water.md)."""
+
+    filter_size: int = 5  # median filter, pixels (odd)
+    tile: int = 64  # tiles of the decimated sample, pixels
+    min_valid: float = 0.5  # share of valid pixels a tile needs to be tested
+    min_ashman: float = 2.0  # Ashman's D of a bimodal tile
+    min_share: float = 0.1  # smaller Gaussian's share of a bimodal tile
+    rule: str = "otsu"  # threshold of the pooled bimodal tiles: "otsu" or "ki"
+    bins: int = 256
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A scene's threshold (dB, or grey levels of an 8-bit rendering) and how it was found."""
+
+    value: float
+    tiles: int  # tiles with enough valid pixels to test
+    bimodal: int  # of those, bimodal
+    fallback: bool  # no bimodal tile: Otsu on the whole scene
+
+
+def otsu(counts: np.ndarray) -> int:
+    """Otsu (1979): the last bin k of the lower class [0..k] that maximises the between-class
+    variance of a histogram."""
+    p = counts / max(counts.sum(), 1)
+    i = np.arange(len(p))
+    w0, m, mu = np.cumsum(p)[:-1], np.cumsum(p * i)[:-1], (p * i).sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu * w0 - m) ** 2 / (w0 * (1 - w0))
+    if not np.isfinite(between).any():  # one occupied bin: everything in the lower class
+        return int(min(np.flatnonzero(counts).max(initial=0), len(p) - 2))
+    return int(np.nanargmax(np.where(np.isfinite(between), between, np.nan)))
+
+
+def kittler_illingworth(counts: np.ndarray) -> int:
+    """Kittler and Illingworth (1986) minimum-error threshold: the last bin k of the lower
+    class minimising J = P0 ln(s0 / P0) + P1 ln(s1 / P1) for two Gaussian classes; Otsu where
+    no split has two classes of positive variance."""
+    p = counts / max(counts.sum(), 1)
+    i = np.arange(len(p), dtype=np.float64)
+    w0, m0, q0 = np.cumsum(p)[:-1], np.cumsum(p * i)[:-1], np.cumsum(p * i * i)[:-1]
+    w1, m1, q1 = 1 - w0, (p * i).sum() - m0, (p * i * i).sum() - q0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v0, v1 = q0 / w0 - (m0 / w0) ** 2, q1 / w1 - (m1 / w1) ** 2
+        j = w0 * np.log(np.sqrt(v0) / w0) + w1 * np.log(np.sqrt(v1) / w1)
+    ok = (w0 > 0.01) & (w1 > 0.01) & (v0 > 1e-6) & (v1 > 1e-6) & np.isfinite(j)
+    return int(np.argmin(np.where(ok, j, np.inf))) if ok.any() else otsu(counts)
+
+
+def ashman(counts: np.ndarray, split: int, iters: int = 30) -> tuple[float, float]:
+    """Two-Gaussian fit of a histogram (EM on bin indexes, started from the split at `split`):
+    (Ashman's D, share of the smaller component)."""
+    x = np.arange(len(counts), dtype=np.float64)
+    c, n = counts.astype(np.float64), counts.sum()
+    resp = np.stack([x <= split, x > split]).astype(np.float64)  # [2, bins]
+    for _ in range(iters):
+        nk = (resp * c).sum(1) + 1e-12
+        w, m = nk / n, (resp * c * x).sum(1) / nk
+        v = (resp * c * (x - m[:, None]) ** 2).sum(1) / nk + 1.0 / 12  # + the bin's own spread
+        pdf = w[:, None] / np.sqrt(v[:, None]) * np.exp(-((x - m[:, None]) ** 2) / (2 * v[:, None]))
+        resp = pdf / np.maximum(pdf.sum(0), 1e-300)
+    return float(np.sqrt(2) * abs(m[0] - m[1]) / np.sqrt(v.sum())), float(w.min())
+
+
+def filtered(db: np.ndarray, size: int) -> np.ndarray:
+    """Median filter of a [H, W] image with NaN where invalid: invalid pixels take their
+    nearest valid value for the filter and stay NaN."""
+    bad = ~np.isfinite(db)
+    if bad.all():
+        return db
+    if bad.any():
+        db = db[tuple(distance_transform_edt(bad, return_distances=False, return_indices=True))]
+    out = median_filter(db, size=size, mode="nearest")
+    out[bad] = np.nan
+    return out
+
+
+def find_threshold(sample: np.ndarray, params: Params = Params()) -> Threshold:
+    """The scene threshold from a [h, w] sample (dB or grey levels, NaN where invalid), steps
+    1-2 of the module docstring."""
+    s = filtered(sample.astype(np.float32), params.filter_size)
+    v = s[np.isfinite(s)]
+    if v.size == 0:
+        raise UsageError("no valid pixels to threshold")
+    lo, hi = np.percentile(v, [0.1, 99.9])
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, params.bins + 1)
+    h, w = s.shape
+    th, tw = min(params.tile, h), min(params.tile, w)
+    pooled, tiles, bimodal = np.zeros(params.bins, np.int64), 0, 0
+    for y in range(0, h, th):
+        for x in range(0, w, tw):
+            t = s[y : y + th, x : x + tw]
+            t = t[np.isfinite(t)]
+            if t.size < params.min_valid * th * tw or t.size < 16:
+                continue
+            tiles += 1
+            counts = np.histogram(np.clip(t, edges[0], edges[-1]), edges)[0]
+            d, share = ashman(counts, otsu(counts))
+            if d > params.min_ashman and share >= params.min_share:
+                bimodal += 1
+                pooled += counts
+    if bimodal:
+        k = kittler_illingworth(pooled) if params.rule == "ki" else otsu(pooled)
+    else:
+        k = otsu(np.histogram(np.clip(v, edges[0], edges[-1]), edges)[0])
+    return Threshold(float(edges[k + 1]), tiles, bimodal, not bimodal)
+
+
+def water_score(db: np.ndarray, valid: np.ndarray, threshold: float, size: int) -> np.ndarray:
+    """Share of the valid pixels of each pixel's `size` x `size` window that are below the
+    threshold, [H, W] float32 (0 where no pixel of the window is valid)."""
+    below = (valid & (db < threshold)).astype(np.float64)
+    area = size * size
+    n_below = np.rint(uniform_filter(below, size, mode="constant") * area)
+    n_valid = np.rint(uniform_filter(valid.astype(np.float64), size, mode="constant") * area)
+    return (n_below / np.maximum(n_valid, 1)).astype(np.float32)
+
+
+def threshold_image(db: np.ndarray, params: Params = Params()) -> tuple[np.ndarray, Threshold]:
+    """A whole image in memory ([H, W], dB or grey levels, NaN where invalid) -> (water map
+    [H, W] bool, its threshold): what `threshold_scene` writes, for images that fit in memory
+    (at most 1024 px a side, or the threshold comes from the full image, not a decimated one)."""
+    t, valid = find_threshold(db, params), np.isfinite(db)
+    return (water_score(db, valid, t.value, params.filter_size) > 0.5) & valid, t
+
+
+def _units(mode: str) -> str:
+    return {"uint8": "grey level", "uint16": "dB (uncalibrated DN)"}.get(mode, "dB")
+
+
+def _explain(t: Threshold, units: str, rule: str, name: str) -> tuple[str, list[str]]:
+    """The note saying how the threshold was found, and the warning of a fallback."""
+    how = "Kittler-Illingworth" if rule == "ki" else "Otsu"
+    if not t.fallback:
+        return f"threshold {t.value:.2f} {units}: {how} on {t.bimodal} bimodal tiles of {t.tiles}", []
+    warning = (
+        f"{name}: no tile of the scene is bimodal (land and water side by side), so the threshold "
+        "is Otsu's on the whole scene: the water map is unreliable"
+    )
+    return f"threshold {t.value:.2f} {units}: Otsu on the whole scene (no bimodal tile of {t.tiles})", [
+        warning
+    ]
+
+
+def threshold_scene(
+    path: Path,
+    output: Path,
+    opts: Options,
+    probabilities: Path | None = None,
+    vector: Path | None = None,
+    preview: Path | None = None,
+    params: Params = Params(),
+) -> dict[str, Any]:
+    """`segment_scene`'s outputs by the threshold method (no weights): class-map COG (uint8,
+    0 land, 1 water, 255 nodata), optional scores COG (float32: share of the window above /
+    below the threshold), polygons and quicklook. Returns a summary with the threshold."""
+    t0 = time.perf_counter()
+    outputs = [Path(output), *(p for p in (probabilities, vector, preview) if p is not None)]
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise UsageError("output paths must differ from each other")
+    for p in outputs:
+        check_output(p, opts.overwrite, inputs=[path])
+    if vector is not None:
+        check_extension(vector, "vector", "--vector", "a GeoPackage or GeoJSON of class polygons")
+    with gdal_env(), open_scene(path, META, opts.bands, opts.nodata, opts.input_scale) as scene:
+        mode, units = scene.scaling.mode, _units(scene.scaling.mode)
+        sample = raster.read_decimated(scene.src, scene.indexes, scene.nodata, 1024)[0]  # [h, w]
+        t = find_threshold(to_db(sample, mode), params)
+        note, warnings = _explain(t, units, params.rule, Path(str(path)).name)
+        tags = {f"CLASS_{i}": n for i, n in enumerate(CLASS_NAMES)}
+        tags.update({"CLASS_NAMES": json.dumps(CLASS_NAMES), "NODATA_CLASS": str(CLASS_NODATA)})
+        tags.update({"METHOD": "threshold", "THRESHOLD": f"{t.value:.4f}", "THRESHOLD_UNITS": units})
+        k, common = params.filter_size, scene.georef()
+        spec = RasterSpec(
+            scene.width, scene.height, 1, "uint8", CLASS_NODATA, **common,
+            descriptions=["class"], tags=tags, colormap=colormap(2), resampling="mode",
+        )  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            tmp_out = stack.enter_context(atomic_output(Path(output), opts.overwrite))
+            sinks = [CogSink(stack.enter_context(temp_beside(Path(output))), spec, encode_classes, opts.co)]
+            if probabilities is not None:
+                names = [f"share of the {k}x{k} window {s} the threshold" for s in ("above", "below")]
+                pspec = RasterSpec(
+                    scene.width, scene.height, 2, "float32", float("nan"), **common, tags=tags,
+                    descriptions=names, resampling="average",
+                )  # fmt: skip
+                tmp_prob = stack.enter_context(atomic_output(probabilities, opts.overwrite))
+                tmp = stack.enter_context(temp_beside(probabilities))
+                sinks.append(CogSink(tmp, pspec, encode_float, opts.co))
+            try:
+                _classify(scene, mode, t.value, k, Tee(*sinks), opts)
+            except BaseException:
+                for s in sinks:
+                    s.abort()
+                raise
+            sinks[0].finish(tmp_out)
+            if probabilities is not None:
+                sinks[1].finish(tmp_prob)
+            if vector is not None:
+                tmp_vec = stack.enter_context(atomic_output(vector, opts.overwrite))
+                write_polygons(tmp_out, tmp_vec, VECTOR_DRIVERS[vector.suffix.lower()], CLASS_NAMES)
+            if preview is not None:
+                write_preview(scene, tmp_out, stack.enter_context(atomic_output(preview, opts.overwrite)))
+        return {
+            "input": str(path), "outputs": [str(p) for p in outputs], "method": "threshold",
+            "threshold": round(t.value, 4), "threshold_units": units, "fallback": t.fallback,
+            "tiles": t.tiles, "tiles_bimodal": t.bimodal, "tiles_skipped": 0,
+            "seconds": round(time.perf_counter() - t0, 3), "device": "cpu", "input_scale": mode,
+            "bands": scene.band_names, "notes": [*scene.notes, note],
+            "warnings": [*scene.warnings, *warnings], "classes": CLASS_NAMES,
+        }  # fmt: skip
+
+
+def _classify(scene: Any, mode: str, threshold: float, size: int, sink: Tee, opts: Options) -> None:
+    """Step 3: row bands of the full-resolution scene (with a halo of the window's radius) ->
+    [land score, water score] rows to `sink`."""
+    r, w = size // 2, scene.width
+    rows = int(np.clip(BAND_PIXELS // max(w, 1), 16, 1024))
+    for y in range(0, scene.height, rows):
+        n = min(rows, scene.height - y)
+        x, valid = raster.read_window(scene.src, scene.indexes, y - r, -r, n + 2 * r, w + 2 * r, scene.nodata)
+        db = to_db(x[0], mode)
+        valid &= np.isfinite(db)
+        score = water_score(db, valid, threshold, size)[r : r + n, r : r + w]  # [n, W]
+        sink.write_rows(y, np.stack([1.0 - score, score]), valid[r : r + n, r : r + w])
+        if opts.progress:
+            opts.progress(y + n, scene.height)
