@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,28 +17,23 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.features import shapes
 from rasterio.transform import Affine, array_bounds
 from rasterio.warp import transform_bounds
 
 from sarmae_cli.data import raster
 from sarmae_cli.data.preprocess import InputSpec
-from sarmae_cli.data.scaling import to_db, to_unit
 from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.infer.classmap import ClassOutputs, write_class_outputs
 from sarmae_cli.infer.engine import Progress, predict_dense, predict_tiles
 from sarmae_cli.infer.models import Models
 from sarmae_cli.infer.resample import ToInputGrid
 from sarmae_cli.infer.scene import Scene, open_scene
 from sarmae_cli.infer.writers import (
     CLASS_NODATA,
-    PALETTE,
     CogSink,
     RasterSpec,
     RowBandWriter,
-    Tee,
     colormap,
-    encode_classes,
     encode_float,
     temp_beside,
     through_gcps,
@@ -58,9 +52,6 @@ def gdal_env() -> rasterio.Env:
     if "GDAL_CACHEMAX" in os.environ:
         return rasterio.Env()
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
-
-
-VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 
 
 @dataclass
@@ -151,92 +142,24 @@ def segment_scene(
             scene.input_width, scene.input_height, 1, "uint8", CLASS_NODATA, **common,
             descriptions=["class"], tags=tags, colormap=colormap(len(names)), resampling="mode",
         )  # fmt: skip
-        tmp_out = stack.enter_context(atomic_output(Path(output), opts.overwrite))
-        sinks = [CogSink(stack.enter_context(temp_beside(Path(output))), spec, encode_classes, opts.co)]
         if probabilities is not None:
             pspec = RasterSpec(
                 scene.input_width, scene.input_height, len(names), "float32", float("nan"), **common,
                 descriptions=[f"probability of {n}" for n in names], tags=tags, resampling="average",
             )  # fmt: skip
-            tmp_prob = stack.enter_context(atomic_output(probabilities, opts.overwrite))
-            sinks.append(
-                CogSink(stack.enter_context(temp_beside(probabilities)), pspec, encode_float, opts.co)
-            )
-        sink: Any = Tee(*sinks)
-        if scene.scale != (1.0, 1.0):  # the model ran at its pixel size; outputs go to the input grid
-            sink = ToInputGrid(sink, scene.scale, scene.input_height, scene.input_width)
-        try:
-            stats = predict_dense(scene, backend, sink, tile, overlap, opts.batch_size, opts.progress)
-        except BaseException:
-            for s in sinks:
-                s.abort()
-            raise
-        sinks[0].finish(tmp_out)
-        if probabilities is not None:
-            sinks[1].finish(tmp_prob)
-        if vector is not None:
-            tmp_vec = stack.enter_context(atomic_output(vector, opts.overwrite))
-            write_polygons(tmp_out, tmp_vec, VECTOR_DRIVERS[vector.suffix.lower()], names)
-        if preview is not None:
-            tmp_png = stack.enter_context(atomic_output(preview, opts.overwrite))
-            write_preview(scene, tmp_out, tmp_png)
+        targets = ClassOutputs(
+            Path(output), spec, probabilities, pspec if probabilities else None, vector, preview
+        )
+
+        def run(sink: Any) -> Any:
+            if scene.scale != (1.0, 1.0):  # the model ran at its pixel size; outputs go to the input grid
+                sink = ToInputGrid(sink, scene.scale, scene.input_height, scene.input_width)
+            return predict_dense(scene, backend, sink, tile, overlap, opts.batch_size, opts.progress)
+
+        stats = write_class_outputs(scene, targets, names, opts, stack, run)
         summary = _summary(Path(path), scene, backend, stats, t0, outputs)
     summary["classes"] = names
     return summary
-
-
-def write_polygons(class_map: Path, dst: Path, driver: str, names: list[str]) -> int:
-    """Polygons of every class of a class map (in its CRS; a GCP-only class map's polygons
-    are traced in pixels and taken through its GCPs into their CRS) -> GeoPackage / GeoJSON.
-    Reads the whole class map (one byte per pixel). Returns the number of polygons."""
-    import geopandas as gpd
-    from shapely.geometry import shape
-
-    with raster.open_raster(class_map) as src:
-        cls = src.read(1)  # [H, W] uint8
-        transform, crs = src.transform, src.crs
-        gcps, gcp_crs = raster.read_gcps(src)
-    geoms, values = [], []
-    for geom, value in shapes(cls, mask=cls != CLASS_NODATA, transform=transform):
-        geoms.append(shape(geom))
-        values.append(int(value))
-    if gcps:
-        geoms, crs = through_gcps(geoms, gcps, "the class map", max_segment=16), gcp_crs
-    gdf = gpd.GeoDataFrame(
-        {
-            "class": np.array(values, np.int32),
-            "name": [names[v] if v < len(names) else str(v) for v in values],
-        },
-        geometry=geoms,
-        crs=crs,
-    )
-    Path(dst).unlink(missing_ok=True)  # the GPKG driver wants to create the file itself
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        gdf.to_file(dst, driver=driver, layer="classes" if driver == "GPKG" else None)
-    return len(gdf)
-
-
-def write_preview(scene: Scene, class_map: Path, dst: Path, max_side: int = 1024) -> None:
-    """Quicklook PNG: the first band as grey (per-scene stretch) with classes >= 1 overlaid."""
-    x = raster.read_decimated(scene.src, scene.indexes[:1], scene.nodata, max_side)  # [1, h, w]
-    grey = to_unit(to_db(x, scene.scaling.mode), scene.ranges[:1])[0]  # [h, w] in [0, 1]
-    h, w = grey.shape
-    with raster.open_raster(class_map) as src:
-        cls = src.read(1, out_shape=(h, w), resampling=rasterio.enums.Resampling.nearest)  # [h, w]
-    rgb = np.repeat(np.nan_to_num(grey * 255)[None], 3, axis=0)  # [3, h, w]
-    for k in np.unique(cls):
-        if k in (0, CLASS_NODATA):
-            continue
-        colour = np.array(PALETTE[int(k) % len(PALETTE)][:3], np.float32).reshape(3, 1)
-        m = cls == k
-        rgb[:, m] = 0.45 * rgb[:, m] + 0.55 * colour
-    rgb[:, cls == CLASS_NODATA] = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(dst, "w", driver="PNG", width=w, height=h, count=3, dtype="uint8") as out:
-            out.write(np.clip(rgb, 0, 255).astype(np.uint8))
-    Path(str(dst) + ".aux.xml").unlink(missing_ok=True)
 
 
 def _footprint(transform: Affine, y: int, x: int, size: int, height: int, width: int) -> Any:

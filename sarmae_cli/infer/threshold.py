@@ -38,20 +38,17 @@ from scipy.ndimage import distance_transform_edt, median_filter, uniform_filter
 from sarmae_cli.data import raster
 from sarmae_cli.data.scaling import to_db
 from sarmae_cli.errors import UsageError
-from sarmae_cli.infer.api import VECTOR_DRIVERS, Options, gdal_env, write_polygons, write_preview
+from sarmae_cli.infer.api import Options, gdal_env
+from sarmae_cli.infer.classmap import ClassOutputs, write_class_outputs
 from sarmae_cli.infer.scene import open_scene
 from sarmae_cli.infer.writers import (
     CLASS_NODATA,
-    CogSink,
     RasterSpec,
     Tee,
     colormap,
-    encode_classes,
-    encode_float,
-    temp_beside,
 )
 from sarmae_cli.model.checkpoint import WeightsMeta
-from sarmae_cli.outputs import atomic_output, check_extension, check_output
+from sarmae_cli.outputs import check_extension, check_output
 
 CLASS_NAMES = ["land", "water"]  # those of the shipped water weights
 BAND_PIXELS = 1 << 22  # pixels per row band of step 3 (16 to 1024 rows)
@@ -246,32 +243,23 @@ def threshold_scene(
             scene.width, scene.height, 1, "uint8", CLASS_NODATA, **common,
             descriptions=["class"], tags=tags, colormap=colormap(2), resampling="mode",
         )  # fmt: skip
+        pspec = None
+        if probabilities is not None:
+            names = [f"share of the {k}x{k} window {s} the threshold" for s in ("above", "below")]
+            pspec = RasterSpec(
+                scene.width, scene.height, 2, "float32", float("nan"), **common, tags=tags,
+                descriptions=names, resampling="average",
+            )  # fmt: skip
+        targets = ClassOutputs(Path(output), spec, probabilities, pspec, vector, preview)
         with contextlib.ExitStack() as stack:
-            tmp_out = stack.enter_context(atomic_output(Path(output), opts.overwrite))
-            sinks = [CogSink(stack.enter_context(temp_beside(Path(output))), spec, encode_classes, opts.co)]
-            if probabilities is not None:
-                names = [f"share of the {k}x{k} window {s} the threshold" for s in ("above", "below")]
-                pspec = RasterSpec(
-                    scene.width, scene.height, 2, "float32", float("nan"), **common, tags=tags,
-                    descriptions=names, resampling="average",
-                )  # fmt: skip
-                tmp_prob = stack.enter_context(atomic_output(probabilities, opts.overwrite))
-                tmp = stack.enter_context(temp_beside(probabilities))
-                sinks.append(CogSink(tmp, pspec, encode_float, opts.co))
-            try:
-                _classify(scene, mode, t.value, k, Tee(*sinks), opts)
-            except BaseException:
-                for s in sinks:
-                    s.abort()
-                raise
-            sinks[0].finish(tmp_out)
-            if probabilities is not None:
-                sinks[1].finish(tmp_prob)
-            if vector is not None:
-                tmp_vec = stack.enter_context(atomic_output(vector, opts.overwrite))
-                write_polygons(tmp_out, tmp_vec, VECTOR_DRIVERS[vector.suffix.lower()], CLASS_NAMES)
-            if preview is not None:
-                write_preview(scene, tmp_out, stack.enter_context(atomic_output(preview, opts.overwrite)))
+            write_class_outputs(
+                scene,
+                targets,
+                CLASS_NAMES,
+                opts,
+                stack,
+                lambda sink: _classify(scene, mode, t.value, k, sink, opts),
+            )
         return {
             "input": str(path), "outputs": [str(p) for p in outputs], "method": "threshold",
             "threshold": round(t.value, 4), "threshold_units": units, "fallback": t.fallback,

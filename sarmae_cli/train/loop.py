@@ -73,9 +73,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sarmae_cli import __version__
-from sarmae_cli.errors import OutputExistsError, SarmaeError, UsageError
+from sarmae_cli.errors import SarmaeError, UsageError
 from sarmae_cli.model.runtime import autocast
-from sarmae_cli.outputs import atomic_output
+from sarmae_cli.outputs import atomic_output, check_run_folder
 from sarmae_cli.train import distributed
 from sarmae_cli.train.config import config_diff, to_dict
 from sarmae_cli.train.distributed import DistEnv
@@ -476,16 +476,7 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """A new run needs a folder without a checkpoint; `resume` needs one with a checkpoint."""
-    ckpt = Path(run_dir) / CHECKPOINT
-    if resume and not ckpt.is_file():
-        raise UsageError(f"cannot resume: no {CHECKPOINT} in {run_dir}; start without --resume")
-    if not resume and ckpt.exists():
-        raise OutputExistsError(
-            f"run folder {run_dir} already holds a checkpoint; pass --resume to continue it "
-            "or choose another folder"
-        )
-    if Path(run_dir).exists() and not Path(run_dir).is_dir():
-        raise UsageError(f"run folder {run_dir} is a file; give a folder")
+    check_run_folder(run_dir, resume, CHECKPOINT)
 
 
 def train(
