@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from sarmae_cli.data.preprocess import InputSpec
 from sarmae_cli.data.raster import IMAGE_SUFFIXES, RasterError, read_image
 from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.paths import is_hidden
 
 IGNORE_INDEX = -1  # label of pixels that take no part in the loss or the metrics
 
@@ -55,7 +56,7 @@ class ClassificationIndex:
 
 
 def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p)
 
 
 def scan_classification(root: Path, class_names: list[str] | None = None) -> ClassificationIndex:
@@ -68,7 +69,7 @@ def scan_classification(root: Path, class_names: list[str] | None = None) -> Cla
     if root.is_file():
         found = _read_manifest(root)
     else:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p))
         if not folders:
             raise DatasetError(f"{root} has no class folders; expected {root}/<CLASS>/<image files>")
         found = []

@@ -7,7 +7,6 @@ temporary file beside the destination, renamed at the end) and returns a summary
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from rasterio.warp import transform_bounds
 from sarmae_cli.data import raster
 from sarmae_cli.data.preprocess import InputSpec
 from sarmae_cli.errors import SarmaeError, UsageError
-from sarmae_cli.infer.classmap import ClassOutputs, write_class_outputs
+from sarmae_cli.infer.classmap import ClassOutputs, check_class_outputs, class_tags, write_class_outputs
 from sarmae_cli.infer.engine import Progress, predict_dense, predict_tiles
 from sarmae_cli.infer.models import Models
 from sarmae_cli.infer.resample import ToInputGrid
@@ -39,7 +38,7 @@ from sarmae_cli.infer.writers import (
     through_gcps,
     to_cog,
 )
-from sarmae_cli.outputs import atomic_output, check_extension, check_output
+from sarmae_cli.outputs import atomic_output, check_output
 from sarmae_cli.paths import VirtualPath, list_images
 
 #: GDAL block cache for inference runs (MB), unless $GDAL_CACHEMAX says otherwise. GDAL's own
@@ -105,13 +104,6 @@ def _summary(path: Path, scene: Scene, backend: Any, stats: Any, t0: float, outp
     }
 
 
-def _class_tags(names: list[str], models: Models) -> dict[str, str]:
-    tags = {f"CLASS_{i}": n for i, n in enumerate(names)}
-    tags.update({"CLASS_NAMES": json.dumps(names), "NODATA_CLASS": str(CLASS_NODATA)})
-    tags["WEIGHTS"] = models.path.name
-    return tags
-
-
 def segment_scene(
     path: Path,
     output: Path,
@@ -124,20 +116,13 @@ def segment_scene(
     """Class-map COG (uint8, colormap, nodata 255) of a scene, plus optional probabilities
     COG (float32, NaN nodata), class polygons (.gpkg/.geojson) and a quicklook PNG."""
     t0 = time.perf_counter()
-    extras = [p for p in (probabilities, vector, preview) if p is not None]
-    outputs = [Path(output), *extras]
-    if len({p.resolve() for p in outputs}) != len(outputs):
-        raise UsageError("output paths must differ from each other")
-    for p in outputs:
-        check_output(p, opts.overwrite, inputs=[path])
-    if vector is not None:
-        check_extension(vector, "vector", "--vector", "a GeoPackage or GeoJSON of class polygons")
+    outputs = check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
     with gdal_env(), _open(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
         backend = models.backend(len(scene.indexes), "probabilities")
         names = models.class_names
         tile, overlap = _tiling(models, opts, dense=True)
         common = scene.georef()
-        tags = _class_tags(names, models)
+        tags = class_tags(names, WEIGHTS=models.path.name)
         spec = RasterSpec(
             scene.input_width, scene.input_height, 1, "uint8", CLASS_NODATA, **common,
             descriptions=["class"], tags=tags, colormap=colormap(len(names)), resampling="mode",
@@ -383,7 +368,7 @@ def classify_scene(path: Path, output: Path, models: Models, opts: Options) -> d
         names = models.class_names
         spec = RasterSpec(
             n_cols, n_rows, 1, "uint8", CLASS_NODATA, **scene.georef(stride),
-            descriptions=["class"], tags={**_class_tags(names, models), "TILE": str(tile)},
+            descriptions=["class"], tags=class_tags(names, WEIGHTS=models.path.name, TILE=str(tile)),
             colormap=colormap(len(names)), resampling="mode",
         )  # fmt: skip
         with atomic_output(Path(output), opts.overwrite) as tmp, temp_beside(Path(output)) as tmp_tif:

@@ -5,6 +5,7 @@ quicklook PNG, each written atomically."""
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from rasterio.features import shapes
 
 from sarmae_cli.data import raster
 from sarmae_cli.data.scaling import to_db, to_unit
+from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.scene import Scene
 from sarmae_cli.infer.writers import (
     CLASS_NODATA,
@@ -29,9 +31,37 @@ from sarmae_cli.infer.writers import (
     temp_beside,
     through_gcps,
 )
-from sarmae_cli.outputs import atomic_output
+from sarmae_cli.outputs import atomic_output, check_extension, check_output
 
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+
+
+def check_class_outputs(
+    path: Any,
+    output: Path,
+    probabilities: Path | None,
+    vector: Path | None,
+    preview: Path | None,
+    overwrite: bool,
+) -> list[Path]:
+    """The outputs of one segmented scene, checked before any work: distinct, none over the
+    input `path` or an existing file (without `overwrite`), polygons in a vector format."""
+    outputs = [Path(output), *(p for p in (probabilities, vector, preview) if p is not None)]
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise UsageError("output paths must differ from each other")
+    for p in outputs:
+        check_output(p, overwrite, inputs=[path])
+    if vector is not None:
+        check_extension(vector, "vector", "--vector", "a GeoPackage or GeoJSON of class polygons")
+    return outputs
+
+
+def class_tags(names: list[str], **extra: str) -> dict[str, str]:
+    """GeoTIFF tags of a class map: each class's name, the list, the nodata class, and `extra`
+    (the weights or the method)."""
+    tags = {f"CLASS_{i}": n for i, n in enumerate(names)}
+    tags.update({"CLASS_NAMES": json.dumps(names), "NODATA_CLASS": str(CLASS_NODATA)})
+    return {**tags, **extra}
 
 
 @dataclass

@@ -64,11 +64,11 @@ class Scene:
     @property
     def height(self) -> int:
         """Rows of the grid the model runs on (the input's unless resampled, `scale`)."""
-        return math.ceil(self.src.height * self.scale[0]) if self.scale != NATIVE else self.src.height
+        return math.ceil(self.src.height * self.scale[0])
 
     @property
     def width(self) -> int:
-        return math.ceil(self.src.width * self.scale[1]) if self.scale != NATIVE else self.src.width
+        return math.ceil(self.src.width * self.scale[1])
 
     @property
     def input_height(self) -> int:

@@ -26,7 +26,6 @@ threshold (a score, not a probability).
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from sarmae_cli.data import raster
 from sarmae_cli.data.scaling import to_db
 from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.api import Options, gdal_env
-from sarmae_cli.infer.classmap import ClassOutputs, write_class_outputs
+from sarmae_cli.infer.classmap import ClassOutputs, check_class_outputs, class_tags, write_class_outputs
 from sarmae_cli.infer.scene import open_scene
 from sarmae_cli.infer.writers import (
     CLASS_NODATA,
@@ -48,7 +47,6 @@ from sarmae_cli.infer.writers import (
     colormap,
 )
 from sarmae_cli.model.checkpoint import WeightsMeta
-from sarmae_cli.outputs import check_extension, check_output
 
 CLASS_NAMES = ["land", "water"]  # those of the shipped water weights
 BAND_PIXELS = 1 << 22  # pixels per row band of step 3 (16 to 1024 rows)
@@ -223,21 +221,13 @@ def threshold_scene(
     0 land, 1 water, 255 nodata), optional scores COG (float32: share of the window above /
     below the threshold), polygons and quicklook. Returns a summary with the threshold."""
     t0 = time.perf_counter()
-    outputs = [Path(output), *(p for p in (probabilities, vector, preview) if p is not None)]
-    if len({p.resolve() for p in outputs}) != len(outputs):
-        raise UsageError("output paths must differ from each other")
-    for p in outputs:
-        check_output(p, opts.overwrite, inputs=[path])
-    if vector is not None:
-        check_extension(vector, "vector", "--vector", "a GeoPackage or GeoJSON of class polygons")
+    outputs = check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
     with gdal_env(), open_scene(path, META, opts.bands, opts.nodata, opts.input_scale) as scene:
         mode, units = scene.scaling.mode, _units(scene.scaling.mode)
         sample = raster.read_decimated(scene.src, scene.indexes, scene.nodata, 1024)[0]  # [h, w]
         t = find_threshold(to_db(sample, mode), params)
         note, warnings = _explain(t, units, params.rule, Path(str(path)).name)
-        tags = {f"CLASS_{i}": n for i, n in enumerate(CLASS_NAMES)}
-        tags.update({"CLASS_NAMES": json.dumps(CLASS_NAMES), "NODATA_CLASS": str(CLASS_NODATA)})
-        tags.update({"METHOD": "threshold", "THRESHOLD": f"{t.value:.4f}", "THRESHOLD_UNITS": units})
+        tags = class_tags(CLASS_NAMES, METHOD="threshold", THRESHOLD=f"{t.value:.4f}", THRESHOLD_UNITS=units)
         k, common = params.filter_size, scene.georef()
         spec = RasterSpec(
             scene.width, scene.height, 1, "uint8", CLASS_NODATA, **common,
