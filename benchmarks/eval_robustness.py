@@ -18,11 +18,10 @@ Water (`weights/sarmae_water.safetensors`, segmentation):
    `--input-scale auto` (the default; `--declared-scale` passes the form it was written in):
    the table says when auto read a form as another one.
    Each variant is segmented by the library path of `sarmae segment` (`segment_scene`) with the
-   shipped water weights at `--gsd native` (what they do today: they record no pixel size),
-   by a candidate recording `training.gsd = 10` (`sarmae weights convert
-   weights/sarmae_water.safetensors --gsd 10 -o /tmp/water10.safetensors`) at `--gsd auto`,
-   and by the physical baseline (`threshold_scene`, `sarmae segment --method threshold`). Water
-   IoU against the label on the variant's own grid (label -1 and nodata pixels ignored).
+   shipped water weights at `--gsd auto` (the default: resampled to the 10 m they record) and at
+   `--gsd native`, and by the physical baseline (`threshold_scene`, `sarmae segment --method
+   threshold`). Water IoU against the label on the variant's own grid (label -1 and nodata
+   pixels ignored).
 2. OMBRIA test (70 AFTER/MASK pairs, 8-bit PNG, no geotransform): the 8-bit form only, no
    pixel-size variants; `eval_water.ombria` (model, as `sarmae evaluate`) and
    `eval_threshold.ombria` (baseline), accumulated over all pixels.
@@ -37,7 +36,7 @@ The encoder (`sarmae_encoder`) has no labelled task of its own; its MSTAR probe 
 `benchmarks/probe_mstar_knn.py`.
 
     python benchmarks/eval_robustness.py --json robustness.json
-    python benchmarks/eval_robustness.py --skip-mstar --candidate ''     # water, shipped file only
+    python benchmarks/eval_robustness.py --skip-mstar     # water only
 
 Needs the data in $SARMAE_DATA (default ../shared/data) and scikit-image.
 """
@@ -74,7 +73,6 @@ from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SARMAE_DATA", ROOT.parent / "shared" / "data"))
-CANDIDATE = Path("/tmp/water10.safetensors")
 DN_PER_AMPLITUDE = 1000.0  # uint16 DN = amplitude x this constant
 RENDER_DB = (-25.0, 0.0)  # the fixed stretch of the 8-bit rendering
 FORMS = ("db", "power", "amplitude", "uint16", "uint8")
@@ -248,8 +246,9 @@ def sen1floods11(methods: dict[str, Any], work: Path, declared: bool) -> list[di
 
 
 def ombria(weights: dict[str, Path]) -> dict[str, Any]:
-    """OMBRIA test, its 8-bit renderings as they are: each weights file, as `sarmae evaluate`,
-    and the baseline, as `eval_threshold.py` (one threshold per image, IoU over all pixels)."""
+    """OMBRIA test, its 8-bit renderings as they are (no geotransform: every `--gsd` runs
+    native): each weights file, as `sarmae evaluate`, and the baseline, as `eval_threshold.py`
+    (one threshold per image, IoU over all pixels)."""
     ew, et = _bench("eval_water"), _bench("eval_threshold")
     row: dict[str, Any] = {"set": "OMBRIA test (70)", "variant": "8-bit · one band · no transform"}
     row["methods"] = m = {}
@@ -286,23 +285,17 @@ def _f(x: float | None, sign: bool = False) -> str:
     return "—" if x is None else (f"{x:+.3f}".replace("-", "−") if sign else f"{x:.3f}")
 
 
-def water_table(rows: list[dict[str, Any]], names: list[str]) -> str:
-    """Markdown: one row per set / variant; the shipped model, the candidate, the baseline and
-    model − baseline (and candidate − baseline when there is a candidate)."""
-    cand = "candidate" in names
-    head = ["set", "variant", "pixels", "model IoU (`--gsd native`)"]
-    head += ["candidate IoU (gsd 10, `--gsd auto`)"] if cand else []
-    head += ["baseline IoU (`--method threshold`)", "model − baseline"]
-    head += ["candidate − baseline"] if cand else []
-    head += ["read as"]
+def water_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per set / variant; the shipped model at `--gsd auto` (the default) and
+    at `--gsd native`, the baseline, and model − baseline."""
+    head = ["set", "variant", "pixels", "model IoU (`--gsd auto`, default)", "model IoU (`--gsd native`)"]
+    head += ["baseline IoU (`--method threshold`)", "model − baseline", "read as"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         m = {k: v["water_iou"] for k, v in r["methods"].items()}
         b = m.get("baseline")
         cells = [r["set"], r["variant"], r.get("pixels", "256×256 each"), _f(m.get("model"))]
-        cells += [_f(m.get("candidate"))] if cand else []
-        cells += [_f(b), _f(m["model"] - b, sign=True)]
-        cells += [_f(m["candidate"] - b, sign=True)] if cand else []
+        cells += [_f(m.get("native", m.get("model"))), _f(b), _f(m["model"] - b, sign=True)]
         cells += [", ".join(r.get("read_as", [])) or "uint8"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -323,11 +316,6 @@ def mstar_table(res: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--water", type=Path, default=ROOT / "weights" / "sarmae_water.safetensors")
-    ap.add_argument(
-        "--candidate",
-        default=str(CANDIDATE),
-        help="water weights with training.gsd, run at --gsd auto ('': none)",
-    )
     ap.add_argument("--mstar", type=Path, default=ROOT / "weights" / "sarmae_mstar.safetensors")
     ap.add_argument("--skip-mstar", action="store_true", help="leave the MSTAR classifier out")
     ap.add_argument("--mstar-json", type=Path, help="renderings from an earlier mstar_renderings.py --json")
@@ -339,17 +327,13 @@ def main() -> None:
         sys.exit(f"error: no data in {DATA}; set SARMAE_DATA")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    candidate = Path(args.candidate) if args.candidate else None
-    if candidate is not None and not candidate.is_file():
-        sys.exit(
-            f"error: no candidate {candidate}; make it with `sarmae weights convert "
-            f"weights/sarmae_water.safetensors --gsd 10 -o {candidate}` or pass --candidate ''"
-        )
-    weights = {"model": args.water} | ({"candidate": candidate} if candidate else {})
-    methods: dict[str, Any] = {"model": (Models("segment", args.water, device="cpu"), "native")}
-    if candidate:
-        methods["candidate"] = (Models("segment", candidate, device="cpu"), "auto")
-    methods["baseline"] = (None, "native")
+    weights = {"model": args.water}
+    water = Models("segment", args.water, device="cpu")
+    methods: dict[str, Any] = {
+        "model": (water, "auto"),
+        "native": (water, "native"),
+        "baseline": (None, "native"),
+    }
     res: dict[str, Any] = {"weights": {k: str(v) for k, v in weights.items()}, "data": str(DATA)}
     with tempfile.TemporaryDirectory(prefix="eval_robustness_") as tmp:
         work = Path(tmp)
@@ -358,11 +342,8 @@ def main() -> None:
             (work / "mstar").mkdir()
             res["mstar"] = mstar(args.mstar, args.mstar_json, work / "mstar")
     seconds = time.perf_counter() - t0
-    names = list(methods)
     print(f"\n### `{args.water.name}` (water IoU)\n")
-    if candidate:
-        print(f"Candidate: `{candidate}` (the same weights recording `training.gsd` = 10 m).\n")
-    print(water_table(res["water"], names))
+    print(water_table(res["water"]))
     if "mstar" in res:
         print(f"\n### `{args.mstar.name}` (overall accuracy; {res['mstar']['source']})\n")
         print(mstar_table(res["mstar"]))
