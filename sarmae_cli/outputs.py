@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from sarmae_cli.errors import OutputExistsError, SarmaeError, UsageError
-from sarmae_cli.paths import VirtualPath, is_virtual, local_file
+from sarmae_cli.paths import VirtualPath, is_virtual, local_files
 
 #: Every kind of output file sarmae writes: what it is, and the extensions its name may end in
 #: (the first is the one sarmae gives an output it names itself, e.g. under --output-dir).
@@ -81,8 +81,7 @@ def refuse_input_as_output(outputs: Iterable[str | Path], inputs: Iterable[str |
     one (`/vsizip//d/x.zip/a.tif`), with or without --overwrite: writing it would destroy it."""
     files = {}
     for src in inputs:
-        f = local_file(src)
-        if f is not None:
+        for f in local_files(src):  # a scene given as one file per polarisation: each file
             files.setdefault(f.resolve(), src)
     for out in outputs:
         src = files.get(Path(out).resolve())

@@ -35,8 +35,9 @@ _LOCAL_URI = re.compile(r"^(zip|tar|gzip|file)(\+file)?://([^!]*)")
 
 
 def is_virtual(name: str | Path) -> bool:
-    """Whether `name` is a GDAL virtual path or a URI (not a plain local file name)."""
-    return _VIRTUAL.match(str(name)) is not None
+    """Whether `name` is a GDAL virtual path or a URI (not a plain local file name; a `Stack` of
+    files is none either)."""
+    return not isinstance(name, Stack) and _VIRTUAL.match(str(name)) is not None
 
 
 class VirtualPath(str):
@@ -64,9 +65,50 @@ class VirtualPath(str):
         return Path(name).stem
 
 
-def as_input(name: str | Path) -> Path | VirtualPath:
-    """An input as given: a `VirtualPath` for a virtual name, else a `Path`."""
+class Stack(str):
+    """One scene given as one file per polarisation (`scene_VV.tif scene_VH.tif`, grouped by
+    `data/stack.stack_inputs`), read as one raster of one band per file (`data/raster.py`).
+    Its text is the files' folder and names joined by '+' (`d/scene_VV.tif+scene_VH.tif`);
+    `stem`, which names its outputs, is their common name without the polarisation (`scene`)."""
+
+    members: tuple[Path | VirtualPath, ...]  # in band order
+    pols: tuple[str, ...]  # each member's polarisation, from its file name
+
+    def __new__(cls, members: Sequence[Path | VirtualPath], pols: Sequence[str], stem: str) -> Stack:
+        first = str(members[0])
+        folder = first[: len(first) - len(members[0].name)]
+        self = super().__new__(cls, folder + "+".join(m.name for m in members))
+        self.members, self.pols, self._stem = tuple(members), tuple(pols), stem
+        return self
+
+    def __reduce__(self) -> tuple:  # pickle and copy rebuild it from its parts
+        return Stack, (self.members, self.pols, self._stem)
+
+    @property
+    def name(self) -> str:
+        """The members' names joined by '+' (`scene_VV.tif+scene_VH.tif`)."""
+        return "+".join(m.name for m in self.members)
+
+    @property
+    def stem(self) -> str:
+        return self._stem
+
+    @property
+    def suffix(self) -> str:
+        return self.members[0].suffix
+
+
+def as_input(name: str | Path) -> Path | VirtualPath | Stack:
+    """An input as given: a `VirtualPath` for a virtual name, a `Stack` as it is, else a `Path`."""
+    if isinstance(name, Stack):
+        return name
     return VirtualPath(str(name)) if is_virtual(name) else Path(name)
+
+
+def local_files(name: str | Path) -> list[Path]:
+    """The local files an input reads (`local_file` of it, or of each member of a `Stack`)."""
+    found = [local_file(m) for m in (name.members if isinstance(name, Stack) else [name])]
+    return [f for f in found if f is not None]
 
 
 def local_file(name: str | Path) -> Path | None:
@@ -152,17 +194,17 @@ def expand_paths(
         else:
             require_path(s)
             out.append(Path(s))
-    return _distinct(out)
+    return distinct(out)
 
 
-def _distinct(paths: list[Path | VirtualPath]) -> list[Path | VirtualPath]:
-    """`paths` without repeats of one file; two different files with one stem are refused,
+def distinct(paths: Sequence[Path | VirtualPath | Stack]) -> list[Path | VirtualPath | Stack]:
+    """`paths` without repeats of one file; two different inputs with one stem are refused,
     since their outputs would have the same names."""
-    seen: dict[object, Path | VirtualPath] = {}
-    stems: dict[str, Path | VirtualPath] = {}
+    seen: dict[object, Path | VirtualPath | Stack] = {}
+    stems: dict[str, Path | VirtualPath | Stack] = {}
     out = []
     for p in paths:
-        key = str(p) if isinstance(p, VirtualPath) else p.resolve()
+        key = p.resolve() if isinstance(p, Path) else str(p)
         if key in seen:
             continue
         seen[key] = p

@@ -13,12 +13,16 @@ Randomness comes from a `numpy.random.Generator`; `sample_rng()` derives one fro
 torch generator, which the training loop seeds per sample (reproducible, resumable).
 
 Fine-tuning augmentation (`AugmentConfig`, `make_augment` -> `SarAugment`) combines these
-with a random shift, SARE-style speckle (`data/speckle.py`) and a radiometric change.
+with a random shift, SARE-style speckle (`data/speckle.py`), a radiometric change, and the
+product variations of issue 32: more looks (speckle averaged down), a coarser resolution, a
+log / linear display-curve mismatch, and (on raw 8-bit chips, `rerender`) a random display
+rendering (`data/render.py`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from sarmae_cli.data.preprocess import InputSpec
+from sarmae_cli.data.render import random_display
 from sarmae_cli.data.speckle import SpeckleConfig, inject
 from sarmae_cli.errors import UsageError
 
@@ -132,6 +137,10 @@ class AugmentConfig:
     gain: tuple[float, float] = (0.75, 1.3)  # contrast factor about the chip mean, in [0, 1] units
     offset: tuple[float, float] = (-0.12, 0.12)  # brightness shift, in [0, 1] units (~ +-4 dB)
     gamma: tuple[float, float] = (0.7, 1.4)  # power-law exponent
+    looks: float = 0.0  # probability of more looks: a 2-4 px box average (a multilooked product)
+    resolution: float = 0.0  # probability of coarser pixels: area-averaged by 1.5-4x, resized back
+    tone: float = 0.0  # probability of a log <-> linear display-curve mismatch, re-stretched 2-98 %
+    render: float = 0.0  # probability of re-rendering a raw 8-bit chip (data/render.random_display)
     mixup: float = 0.0  # mixup alpha (classification; 0: off), timm.data.Mixup
     cutmix: float = 0.0  # cutmix alpha (classification; 0: off); with both, each batch takes one
 
@@ -151,6 +160,10 @@ class AugmentConfig:
             )
         if (self.mixup or self.cutmix) and task != "classification":
             raise UsageError("augment.mixup / augment.cutmix apply to classification; set them to 0")
+        for key in ("speckle", "intensity", "looks", "resolution", "tone", "render"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise UsageError(f"augment.{key} is a probability in [0, 1], got {value}")
 
 
 def check_range(name: str, value: Any, upper: float | None, hint: str) -> None:
@@ -166,7 +179,7 @@ def check_range(name: str, value: Any, upper: float | None, hint: str) -> None:
 
 def make_augment(cfg: AugmentConfig, spec: InputSpec, crop_scale: tuple[float, float]) -> SarAugment | None:
     """The training augmentation of `cfg` (None when it changes nothing)."""
-    changes_values = cfg.speckle > 0 or cfg.intensity > 0
+    changes_values = any(p > 0 for p in (cfg.speckle, cfg.intensity, cfg.looks, cfg.resolution, cfg.tone))
     moves = cfg.flips or cfg.rot90 or cfg.shift > 0 or tuple(crop_scale) != (1.0, 1.0)
     if not (moves or changes_values):
         return None
@@ -202,12 +215,19 @@ class SarAugment:
             x = x[..., top : top + size, left : left + size]  # [C, S, S]
         params = self.geometry.sample(rng)
         x = self.geometry.apply(x, params, size)  # [C, S, S]
-        if self.speckle is not None or self.cfg.intensity > 0:
+        c = self.cfg
+        if self.speckle is not None or any(p > 0 for p in (c.intensity, c.looks, c.resolution, c.tone)):
             unit = (x * self.std + self.mean).clamp(0, 1)  # back to [0, 1]
+            if rng.random() < c.resolution:
+                unit = coarser(unit, float(rng.uniform(1.5, 4.0)))
+            if rng.random() < c.looks:
+                unit = multilook(unit, int(rng.integers(2, 5)))
             if self.speckle is not None:
                 unit, _ = inject(unit, self.speckle, rng, self.db_span)
-            if rng.random() < self.cfg.intensity:
-                unit = radiometric_jitter(unit, rng, self.cfg)
+            if rng.random() < c.tone:
+                unit = tone_curve(unit, bool(rng.random() < 0.5), float(rng.uniform(10.0, 40.0)))
+            if rng.random() < c.intensity:
+                unit = radiometric_jitter(unit, rng, c)
             x = (unit - self.mean) / self.std
         if y is None:
             return x
@@ -222,3 +242,49 @@ def radiometric_jitter(unit: torch.Tensor, rng: np.random.Generator, cfg: Augmen
     mean = unit.mean(dim=(-2, -1), keepdim=True)  # [C, 1, 1]
     out = ((unit - mean) * gain + mean + offset).clamp(0, 1)
     return out.pow(gamma)
+
+
+def coarser(unit: torch.Tensor, factor: float) -> torch.Tensor:
+    """[C, S, S] -> [C, S, S] as seen by a sensor with `factor` x larger pixels, resampled back
+    to the model's grid: area average (in the displayed domain), then bilinear up."""
+    size = unit.shape[-2:]
+    small = [max(1, round(n / factor)) for n in size]
+    down = F.interpolate(unit[None], size=small, mode="area")  # [1, C, s, s]
+    return F.interpolate(down, size=size, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+
+
+def multilook(unit: torch.Tensor, k: int) -> torch.Tensor:
+    """A k x k moving average (same size, edges replicated): speckle averaged over more looks."""
+    pad = (k // 2, k - 1 - k // 2, k // 2, k - 1 - k // 2)
+    padded = F.pad(unit[None], pad, mode="replicate")  # [1, C, S + k - 1, S + k - 1]
+    return F.avg_pool2d(padded, k, stride=1)[0]
+
+
+def tone_curve(unit: torch.Tensor, to_log: bool, range_db: float) -> torch.Tensor:
+    """The display-curve mismatch between products: values taken as linear magnitude and shown
+    in dB over `range_db` (`to_log`), or the inverse (dB shown as linear magnitude); then each
+    band is re-stretched between its 2nd and 98th percentiles as the input route does."""
+    eps = 10 ** (-range_db / 20)
+    if to_log:
+        out = 1 + torch.log10(unit.clamp_min(eps)) * (20 / range_db)
+    else:
+        out = 10 ** ((unit - 1) * (range_db / 20))
+    flat = out.flatten(1)  # [C, S*S]
+    lo = flat.quantile(0.02, dim=1).view(-1, 1, 1)
+    hi = flat.quantile(0.98, dim=1).view(-1, 1, 1)
+    return ((out - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+
+
+def rerender(probability: float) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A raw-chip augmentation: with `probability`, a uint8 chip [C, H, W] is re-rendered by
+    `render.random_display` (drawn from the global torch generator); other dtypes pass as they are."""
+    if probability <= 0:
+        return None
+
+    def apply(raw: np.ndarray) -> np.ndarray:
+        rng = sample_rng()
+        if raw.dtype != np.uint8 or rng.random() >= probability:
+            return raw
+        return random_display(raw, rng)
+
+    return apply

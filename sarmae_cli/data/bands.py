@@ -27,20 +27,53 @@ ROLE_NAMES = {"co": "co-pol", "cross": "cross-pol"}
 _PREFIXES = ("sigma0", "gamma0", "beta0", "amplitude", "intensity", "sigma", "gamma", "amp", "int")
 
 
+def _word_polarisation(word: str) -> tuple[str, str] | None:
+    """(polarisation, the prefix glued to it) of one word (`vv` -> ("VV", ""), `Sigma0VH` ->
+    ("VH", "Sigma0")), or None."""
+    if word.upper() in POLARISATIONS:
+        return word.upper(), ""
+    for prefix in _PREFIXES:
+        if word.lower().startswith(prefix) and word[len(prefix) :].upper() in POLARISATIONS:
+            return word[len(prefix) :].upper(), word[: len(prefix)]
+    return None
+
+
 def polarisation(text: str | None) -> str | None:
     """The one polarisation named in `text` (VV, VH, HH or HV), or None when it names none or
     several (a VV/VH ratio band is no polarisation)."""
     if not text:
         return None
-    found = set()
-    for word in re.split(r"[^a-z0-9]+", text.lower()):
-        for prefix in _PREFIXES:
-            if word.startswith(prefix) and word[len(prefix) :].upper() in POLARISATIONS:
-                word = word[len(prefix) :]
-                break
-        if word.upper() in POLARISATIONS:
-            found.add(word.upper())
+    found = {hit[0] for word in re.split(r"[^A-Za-z0-9]+", text) if (hit := _word_polarisation(word))}
     return found.pop() if len(found) == 1 else None
+
+
+#: A Sentinel-1 SAFE measurement TIFF name once its polarisation is taken out: its last field,
+#: the image number (001, 002), differs between the polarisations of one product.
+_SAFE_MEASUREMENT = re.compile(
+    r"(s1[a-d]-[a-z0-9]+-[a-z]+-\d{8}t\d{6}-\d{8}t\d{6}-\d{6}-[0-9a-f]{6})-\d{3}", re.I
+)
+
+
+def polarisation_token(stem: str) -> tuple[str, str] | None:
+    """(polarisation, the name without it) of a file name (without suffix) that names exactly one
+    polarisation in one word: `scene_VV` -> ("VV", "scene"), `vh` -> ("VH", ""),
+    `s1a-iw-grd-vv-<start>-<stop>-<orbit>-<take>-001` -> ("VV", `s1a-iw-grd-<start>-...-<take>`)
+    (a SAFE measurement's image number dropped). The word goes with one separator beside it;
+    None when no word, or more than one, names a polarisation."""
+    parts = re.split(r"([^A-Za-z0-9]+)", stem)  # words at even indexes, separators between
+    hits = [(i, hit) for i in range(0, len(parts), 2) if (hit := _word_polarisation(parts[i]))]
+    if len(hits) != 1:
+        return None
+    i, (pol, prefix) = hits[0]
+    if prefix:
+        parts[i] = prefix
+    elif i > 0:
+        del parts[i - 1 : i + 1]  # the word and the separator before it
+    else:
+        del parts[i : i + 2]  # the first word and the separator after it
+    rest = "".join(parts)
+    safe = _SAFE_MEASUREMENT.fullmatch(rest)
+    return pol, safe.group(1) if safe else rest
 
 
 def model_roles(bands: Sequence[str]) -> list[str]:
@@ -63,19 +96,26 @@ class BandChoice:
     note: str
 
 
-def _label(i: int, pols: Sequence[str | None], names: Sequence[str]) -> str:
+def _label(i: int, pols: Sequence[str | None], names: Sequence[str], where: Sequence[str] = ()) -> str:
     name = pols[i] or (names[i] if names[i] else None)
-    return f"{name} (band {i + 1})" if name else f"band {i + 1}"
+    place = where[i] if i < len(where) else f"band {i + 1}"
+    return (f"{name} ({place})" if place else name) if name else place or f"band {i + 1}"
 
 
 def select_bands(
-    pols: Sequence[str | None], names: Sequence[str], roles: Sequence[str], prefer: Sequence[str] = ()
+    pols: Sequence[str | None],
+    names: Sequence[str],
+    roles: Sequence[str],
+    prefer: Sequence[str] = (),
+    where: Sequence[str] = (),
 ) -> BandChoice:
     """Bands for a model whose channels have `roles`, from a product whose bands have
     polarisations `pols` (None: unknown) and descriptions `names`. `prefer`: the polarisation
-    the weights were trained on per channel (VV over HH when both are there). A missing role
-    is taken by the other one when the model has one channel (with a note); an error only when
-    no usable band exists."""
+    the weights were trained on per channel (VV over HH when both are there). `where`: how to
+    name each band in the note (default `band N`; '' for none, as for a scene given as one file
+    per polarisation, whose files the note's reader knows by their polarisation). A missing
+    role is taken by the other one when the model has one channel (with a note); an error only
+    when no usable band exists."""
     n = len(pols)
     if not roles:
         return BandChoice(list(range(1, n + 1)), "")
@@ -95,7 +135,7 @@ def select_bands(
                     f"no {ROLE_NAMES[role]} band: {pols[candidates[0]]} stands in (expect lower accuracy)"
                 )
         if not candidates:
-            found = ", ".join(_label(i, pols, names) for i in range(n))
+            found = ", ".join(_label(i, pols, names, where) for i in range(n))
             need = " and ".join(ROLE_NAMES[r] for r in roles)
             raise UsageError(
                 f"the weights need {need} bands; found {found}; give a product with them or choose "
@@ -106,8 +146,8 @@ def select_bands(
         if len(same) > 1:
             notes.append(f"bands {', '.join(map(str, same))} are all {pols[pick]}: band {pick + 1} used")
         used.append(pick)
-    parts = [f"{_label(i, pols, names)} as {ROLE_NAMES[roles[k]]}" for k, i in enumerate(used)]
-    unused = [_label(i, pols, names) for i in range(n) if i not in used]
+    parts = [f"{_label(i, pols, names, where)} as {ROLE_NAMES[roles[k]]}" for k, i in enumerate(used)]
+    unused = [_label(i, pols, names, where) for i in range(n) if i not in used]
     if unused:
         parts.append(f"{', '.join(unused)} unused")
     return BandChoice([i + 1 for i in used], "; ".join([f"bands: {'; '.join(parts)}", *notes]))

@@ -54,4 +54,4 @@ def resolve_gsd(
         )
     if all(abs(f - 1) < 0.02 for f in factors):
         return NATIVE, f"pixel size {size} m: native (the model's is {target:g} m)"
-    return factors, f"pixel size {size} m resampled to {target:g} m for the model; outputs on the input grid"
+    return factors, f"pixel size {size} m resampled to {target:g} m for the model"

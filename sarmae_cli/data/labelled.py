@@ -207,6 +207,7 @@ class ChipDataset(Dataset):
         spec: InputSpec,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         margin: int = 0,
+        rerender: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if margin and augment is None:
             raise ValueError("a chip margin needs an augmentation that cuts the chips back to size")
@@ -214,12 +215,18 @@ class ChipDataset(Dataset):
         self.chips = [spec.chip(r, margin) for r in raws]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.augment = augment
+        # a raw-chip augmentation (a new display rendering) re-prepares the chip when it applies
+        self.rerender, self.raws, self.spec, self.margin = rerender, (raws if rerender else []), spec, margin
 
     def __len__(self) -> int:
         return len(self.chips)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.chips[i]
+        if self.rerender is not None:
+            raw = self.rerender(self.raws[i])
+            if raw is not self.raws[i]:
+                x = self.spec.chip(raw, self.margin)
         if self.augment is not None:
             x = self.augment(x)
         return x, self.labels[i]
@@ -425,17 +432,23 @@ class SegmentationDataset(Dataset):
         spec: InputSpec,
         crop: int | None = None,
         augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        rerender: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.images = [torch.from_numpy(spec.prepare(r)) for r in raws]  # each [C, H, W]
         self.labels = [torch.from_numpy(m) for m in labels]  # each [H, W] int64
         self.crop = crop
         self.augment = augment
+        self.rerender, self.raws, self.spec = rerender, (raws if rerender else []), spec
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.images[i], self.labels[i]
+        if self.rerender is not None:
+            raw = self.rerender(self.raws[i])
+            if raw is not self.raws[i]:
+                x = torch.from_numpy(self.spec.prepare(raw))  # [C, H, W]
         if self.crop is not None:
             x, y = random_crop(x, y, self.crop)
         if self.augment is not None:

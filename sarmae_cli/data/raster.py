@@ -1,5 +1,6 @@
 """Raster I/O with rasterio: the only module that opens rasters (GeoTIFF scenes and
-PNG/JPEG/TIFF chips). Library errors become `RasterError` with a message a user can act on."""
+PNG/JPEG/TIFF chips; `data/vrt.py` opens a scene given as one file per polarisation through
+it). Library errors become `RasterError` with a message a user can act on."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
+from sarmae_cli.data.bands import polarisation
 from sarmae_cli.errors import NotFoundError, SarmaeError, UsageError
 from sarmae_cli.paths import CHIP_SUFFIXES as CHIP_SUFFIXES  # the suffix tables, kept here too
 from sarmae_cli.paths import GEOTIFF_SUFFIXES as GEOTIFF_SUFFIXES
@@ -72,7 +74,8 @@ def require_input(path: str | Path) -> None:
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
     """Open a raster for reading, with one-line errors for the usual failures. A virtual
-    path or URI (`paths.is_virtual`) goes to GDAL verbatim."""
+    path or URI (`paths.is_virtual`) goes to GDAL verbatim (a `paths.Stack` of files, one per
+    polarisation, opens with `data/vrt.open_input`)."""
     try:
         if is_virtual(path):
             src = _open_virtual(str(path))
@@ -103,23 +106,36 @@ def read_image(path: Path) -> np.ndarray:
             raise RasterError(f"{path} cannot be decoded ({str(e).splitlines()[0][:160]})") from e
 
 
+def label(src: rasterio.DatasetReader) -> str:
+    """A dataset's name for messages: its path, or for a stack of files (a VRT held in memory)
+    its files' folder and names joined by '+'."""
+    if not src.name.startswith("<VRTDataset"):
+        return src.name
+    files = [str(f) for f in src.files]
+    folder = files[0][: len(files[0]) - len(Path(files[0]).name)]
+    return folder + "+".join(Path(f).name for f in files)
+
+
 def band_indexes(src: rasterio.DatasetReader, bands: str | None) -> list[int]:
     """1-based band indexes from `--bands` ("1,2" or descriptions "VV,VH"); all when None."""
     if not bands:
         return list(range(1, src.count + 1))
     out = []
     descriptions = [(d or "").strip().upper() for d in src.descriptions]
+    pols = [polarisation(d) for d in descriptions]
     for token in (t.strip() for t in bands.split(",") if t.strip()):
         if token.isdigit():
             i = int(token)
             if not 1 <= i <= src.count:
-                raise BandError(f"band {i} does not exist: {src.name} has {src.count} band(s)")
+                raise BandError(f"band {i} does not exist: {label(src)} has {src.count} band(s)")
             out.append(i)
         elif token.upper() in descriptions:
             out.append(descriptions.index(token.upper()) + 1)
+        elif token.upper() in pols:  # `--bands VV` for a band described as Sigma0_VV_db
+            out.append(pols.index(token.upper()) + 1)
         else:
             names = ", ".join(d for d in descriptions if d) or "none"
-            raise BandError(f"no band described as {token!r} in {src.name} (descriptions: {names})")
+            raise BandError(f"no band described as {token!r} in {label(src)} (descriptions: {names})")
     return out
 
 
@@ -143,11 +159,11 @@ def check_dtype(src: rasterio.DatasetReader) -> str:
     dtype = src.dtypes[0]
     if dtype not in SUPPORTED_DTYPES:
         supported = ", ".join(SUPPORTED_DTYPES)
-        raise RasterError(f"{src.name}: unsupported pixel type {dtype}; supported: {supported}")
+        raise RasterError(f"{label(src)}: unsupported pixel type {dtype}; supported: {supported}")
     return dtype
 
 
-def _uses_mask(src: rasterio.DatasetReader) -> bool:
+def uses_mask(src: rasterio.DatasetReader) -> bool:
     """Whether the validity of pixels comes from an internal/external mask or alpha band."""
     flags = src.mask_flag_enums[0]
     return MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
@@ -170,7 +186,7 @@ def _finish(
 
 
 def _decode_error(src: rasterio.DatasetReader, e: Exception) -> RasterError:
-    return RasterError(f"{src.name} cannot be decoded ({str(e).splitlines()[0][:160]})")
+    return RasterError(f"{label(src)} cannot be decoded ({str(e).splitlines()[0][:160]})")
 
 
 def read_window(
@@ -198,7 +214,7 @@ def read_window(
     win = Window(c0, r0, c1 - c0, r1 - r0)
     try:
         data = src.read(indexes, window=win)  # [C, h, w]
-        mask = src.read_masks(1, window=win) > 0 if _uses_mask(src) else None
+        mask = src.read_masks(1, window=win) > 0 if uses_mask(src) else None
     except RasterioIOError as e:
         raise _decode_error(src, e) from e
     data, ok = _finish(src, data, mask, nodata)
@@ -243,18 +259,47 @@ def read_decimated(
             h, w = max(1, src.height // f), max(1, src.width // f)
             nearest = Resampling.nearest
             data = src.read(indexes, out_shape=(len(indexes), h, w), resampling=nearest)
-            mask = src.read_masks(1, out_shape=(h, w), resampling=nearest) > 0 if _uses_mask(src) else None
+            mask = src.read_masks(1, out_shape=(h, w), resampling=nearest) > 0 if uses_mask(src) else None
             return _finish(src, data, mask, nodata)[0]
         band = f * max(1, 256 // f)  # rows per read, a multiple of f so that rows stay aligned
         parts = []
         for y in range(0, src.height, band):
             win = Window(0, y, src.width, min(band, src.height - y))
             data = src.read(indexes, window=win)[:, ::f, ::f].copy()  # not a view: frees the band
-            mask = src.read_masks(1, window=win)[::f, ::f] > 0 if _uses_mask(src) else None
+            mask = src.read_masks(1, window=win)[::f, ::f] > 0 if uses_mask(src) else None
             parts.append(_finish(src, data, mask, nodata)[0])
     except RasterioIOError as e:
         raise _decode_error(src, e) from e
     return np.concatenate(parts, axis=1)
+
+
+def same_bands(src: rasterio.DatasetReader, max_side: int = 256) -> bool:
+    """Whether every band holds the values of band 1 (in a decimated read): a grey image saved
+    with three equal colour channels."""
+    x = read_decimated(src, list(range(1, src.count + 1)), None, max_side)  # [C, h, w]
+    return all(np.array_equal(x[0], b, equal_nan=True) for b in x[1:])
+
+
+def read_valid(
+    src: rasterio.DatasetReader, indexes: list[int], nodata: float | None = None, limit: int = 1 << 20
+) -> np.ndarray:
+    """Valid pixels of the whole scene at full resolution, float32 [C, 1, n] (n <= `limit`, the
+    first ones in row order; n = 0 when there are none), read in bands of rows: the sample of a
+    scene whose decimated read found no valid pixel (a few valid pixels between the sampled)."""
+    parts, n = [np.zeros((len(indexes), 0), np.float32)], 0
+    rows = max(1, (1 << 22) // max(src.width, 1))
+    try:
+        for y in range(0, src.height, rows):
+            win = Window(0, y, src.width, min(rows, src.height - y))
+            mask = src.read_masks(1, window=win) > 0 if uses_mask(src) else None
+            data, ok = _finish(src, src.read(indexes, window=win), mask, nodata)
+            parts.append(data[:, ok])
+            n += int(ok.sum())
+            if n >= limit:
+                break
+    except RasterioIOError as e:
+        raise _decode_error(src, e) from e
+    return np.concatenate(parts, axis=1)[:, None, :limit]
 
 
 def read_gcps(src: rasterio.DatasetReader) -> tuple[list[GroundControlPoint], CRS | None]:
@@ -267,9 +312,13 @@ def read_gcps(src: rasterio.DatasetReader) -> tuple[list[GroundControlPoint], CR
     return (list(gcps), crs) if gcps else ([], None)
 
 
-def scale_gcps(gcps: list[GroundControlPoint], factor: float) -> list[GroundControlPoint]:
+def scale_gcps(
+    gcps: list[GroundControlPoint], factor: float | tuple[float, float]
+) -> list[GroundControlPoint]:
     """GCPs of a grid `factor` times coarser than theirs (output pixel i covers input pixels
-    [i * factor, (i + 1) * factor)): pixel/line divided by `factor`, ground coordinates kept."""
-    if factor == 1:
+    [i * factor, (i + 1) * factor)), one factor or (rows, columns): pixel/line divided by it,
+    ground coordinates kept."""
+    fy, fx = factor if isinstance(factor, tuple) else (factor, factor)
+    if (fy, fx) == (1, 1):
         return list(gcps)
-    return [GroundControlPoint(g.row / factor, g.col / factor, g.x, g.y, g.z, g.id, g.info) for g in gcps]
+    return [GroundControlPoint(g.row / fy, g.col / fx, g.x, g.y, g.z, g.id, g.info) for g in gcps]

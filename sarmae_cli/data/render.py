@@ -10,6 +10,7 @@ the whole chip, not the model's crop of it).
     chip = read_image(path)                   # uint8 [1, H, W]
     out = RENDERINGS["histeq"](chip)          # uint8 [1, H, W]
     out = random_rendering(chip, np.random.default_rng(0))
+    out = random_display(chip, np.random.default_rng(0))   # parameters drawn too (training)
 
 The 8-bit MSTAR renderings of `../shared/data/mstar10` are of **linear magnitude**: their
 clutter (four 20-px corners of a chip) has a standard deviation of 0.56-0.70 times its mean
@@ -173,3 +174,32 @@ def random_rendering(
     if not choices:
         raise ValueError("random_rendering needs at least one rendering name")
     return render(chip, choices[int(rng.integers(len(choices)))])
+
+
+def random_display(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The chip in a random display rendering for training: a family drawn uniformly from
+    gamma (exponent log-uniform in 0.4-2.5), percentile stretch (low 0-5 %, high 95-100 %),
+    histogram equalisation, log or linear magnitude (dynamic range 30-60 dB), JPEG (quality
+    30-95) and a calibration gain (x0.5-2), each with its parameters drawn from `rng`. The
+    fixed points of RENDERINGS lie inside these ranges; the ranges, not the points, are what a
+    model trained with this sees."""
+    family = int(rng.integers(7))
+    if family == 0:
+        return gamma(chip, float(np.exp(rng.uniform(np.log(0.4), np.log(2.5)))))
+    if family == 1:
+        return percentile(chip, float(rng.uniform(0, 5)), float(rng.uniform(95, 100)))
+    if family == 2:
+        return histeq(chip)
+    if family in (3, 4):
+        range_db = float(rng.uniform(30, 60))
+        levels = np.arange(256, dtype=np.float64)
+        if family == 3:  # linear magnitude shown in dB over range_db
+            db = 20.0 * np.log10(np.maximum(levels, 1.0) / 255.0)
+            table = np.clip(255.0 * (1.0 + db / range_db), 0, 255)
+            table[0] = 0.0
+        else:  # dB over range_db shown as linear magnitude
+            table = 255.0 * 10.0 ** ((levels / 255.0 - 1.0) * range_db / 20.0)
+        return _lookup(chip, _to_uint8(table))
+    if family == 5:
+        return jpeg(chip, int(rng.integers(30, 96)))
+    return gain(chip, float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))))

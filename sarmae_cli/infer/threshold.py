@@ -224,9 +224,14 @@ def threshold_scene(
     outputs = check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
     with gdal_env(), open_scene(path, META, opts.bands, opts.nodata, opts.input_scale) as scene:
         mode, units = scene.scaling.mode, _units(scene.scaling.mode)
-        sample = raster.read_decimated(scene.src, scene.indexes, scene.nodata, 1024)[0]  # [h, w]
-        t = find_threshold(to_db(sample, mode), params)
-        note, warnings = _explain(t, units, params.rule, Path(str(path)).name)
+        if scene.empty:  # no valid pixel: nothing to threshold, every output pixel is nodata
+            t, note, warnings = Threshold(float("nan"), 0, 0, False), "no threshold: no valid pixels", []
+        else:
+            sample = raster.read_decimated(scene.src, scene.indexes, scene.nodata, 1024)[0]  # [h, w]
+            if not np.isfinite(sample).any():  # valid pixels only between the sampled ones
+                sample = raster.read_valid(scene.src, scene.indexes, scene.nodata)[0]  # [1, n]
+            t = find_threshold(to_db(sample, mode), params)
+            note, warnings = _explain(t, units, params.rule, Path(str(path)).name)
         tags = class_tags(CLASS_NAMES, METHOD="threshold", THRESHOLD=f"{t.value:.4f}", THRESHOLD_UNITS=units)
         k, common = params.filter_size, scene.georef()
         spec = RasterSpec(
@@ -252,7 +257,8 @@ def threshold_scene(
             )
         return {
             "input": str(path), "outputs": [str(p) for p in outputs], "method": "threshold",
-            "threshold": round(t.value, 4), "threshold_units": units, "fallback": t.fallback,
+            "threshold": None if scene.empty else round(t.value, 4), "threshold_units": units,
+            "fallback": t.fallback,
             "tiles": t.tiles, "tiles_bimodal": t.bimodal, "tiles_skipped": 0,
             "seconds": round(time.perf_counter() - t0, 3), "device": "cpu", "input_scale": mode,
             "bands": scene.band_names, "notes": [*scene.notes, note],

@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from sarmae_cli.data import labelled as L
-from sarmae_cli.data.augment import make_augment
+from sarmae_cli.data.augment import make_augment, rerender
 from sarmae_cli.data.preprocess import InputSpec, band_stats, detect_scaling
 from sarmae_cli.data.scaling import Scaling
 from sarmae_cli.errors import UsageError
@@ -119,7 +119,9 @@ def prepare_classification(
         )
     spec = input_spec(cfg, raws, init_norm, d.chip_size or size)
     augment = make_augment(cfg.augment, spec, cfg.augment.crop_scale)  # not None when shift > 0
-    train_ds: Dataset = L.ChipDataset(raws, labels, spec, augment, cfg.augment.shift)
+    train_ds: Dataset = L.ChipDataset(
+        raws, labels, spec, augment, cfg.augment.shift, rerender(cfg.augment.render)
+    )
     if d.balance:
         train_ds = Subset(train_ds, L.balanced_indices(labels, seed))
     k = len(index.class_names)
@@ -173,7 +175,7 @@ def prepare_segmentation(
     size = d.chip_size or size
     spec = input_spec(cfg, images, init_norm, size)
     train_ds = L.SegmentationDataset(
-        images, labels, spec, crop=size, augment=make_augment(cfg.augment, spec, (1.0, 1.0))
+        images, labels, spec, size, make_augment(cfg.augment, spec, (1.0, 1.0)), rerender(cfg.augment.render)
     )
     val = L.SegmentationDataset(val_images, val_labels, spec)
     info = {

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from sarmae_cli.data.augment import AugmentConfig, make_augment, radiometric_jitter
+from sarmae_cli.data.augment import (
+    AugmentConfig,
+    coarser,
+    make_augment,
+    multilook,
+    radiometric_jitter,
+    rerender,
+    tone_curve,
+)
 from sarmae_cli.data.labelled import ChipDataset
 from sarmae_cli.data.preprocess import InputSpec, detect_scaling
 from sarmae_cli.errors import UsageError
@@ -96,3 +104,57 @@ def test_no_augmentation_when_nothing_moves_or_changes():
     still = AugmentConfig(flips=False, rot90=False, crop_scale=(1.0, 1.0))
     assert make_augment(still, spec, still.crop_scale) is None
     assert make_augment(AugmentConfig(flips=False, rot90=False, speckle=0.5), spec, (1.0, 1.0)) is not None
+
+
+# --------------------------------------------------------------------------- product variations (issue 32)
+
+
+def test_coarser_pixels_remove_detail_but_keep_the_mean():
+    x = torch.zeros(1, 32, 32)
+    x[:, ::2, ::2] = 1.0  # a checkerboard-like fine pattern
+    out = coarser(x, 2.0)
+    assert out.shape == x.shape
+    assert float(out.std()) < 0.2 * float(x.std())  # the 1-px pattern is gone
+    assert abs(float(out.mean()) - float(x.mean())) < 0.02
+
+
+def test_multilook_reduces_speckle_variance_by_about_the_window_area():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 64, 64, generator=g)  # independent pixels
+    out = multilook(x, 3)
+    assert out.shape == x.shape
+    ratio = float(x[:, 4:-4, 4:-4].var() / out[:, 4:-4, 4:-4].var())
+    assert 6.0 < ratio < 12.0  # 9 independent looks
+
+
+@pytest.mark.parametrize("to_log", [True, False])
+def test_tone_curve_changes_the_display_curve_and_restretches(to_log):
+    x = torch.linspace(0.01, 1.0, 100 * 100).view(1, 100, 100)
+    out = tone_curve(x, to_log, 30.0)
+    assert out.shape == x.shape and float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert bool((out.flatten().diff() >= -1e-6).all())  # monotone: order of values kept
+    mid = float(out.flatten()[5000])  # the median pixel: log lifts it, linear sinks it
+    assert (mid > 0.7) if to_log else (mid < 0.2)
+
+
+def test_product_variations_are_probabilities():
+    with pytest.raises(UsageError, match=r"augment.tone is a probability in \[0, 1\], got 1.5"):
+        AugmentConfig(tone=1.5).check("segmentation")
+    cfg = AugmentConfig(flips=False, rot90=False, looks=1.0)
+    spec = InputSpec(detect_scaling(np.zeros((1, 8, 8), np.uint8)), [0.5], [0.5], 16)
+    assert make_augment(cfg, spec, (1.0, 1.0)) is not None  # a value change alone augments
+
+
+def test_rerender_draws_new_renderings_of_raw_chips_in_the_dataset():
+    raw = (np.arange(32 * 32).reshape(1, 32, 32) % 200 + 20).astype(np.uint8)
+    spec = InputSpec(detect_scaling(raw), [0.5], [0.5], 32)
+    plain = ChipDataset([raw], [0], spec)
+    assert rerender(0.0) is None
+    ds = ChipDataset([raw], [0], spec, rerender=rerender(1.0))
+    torch.manual_seed(0)
+    outs = [ds[0][0] for _ in range(6)]
+    assert all(o.shape == plain[0][0].shape for o in outs)
+    assert sum(not torch.equal(o, plain[0][0]) for o in outs) >= 5  # almost every draw differs
+    assert np.array_equal(ds.raws[0], raw)  # the stored chip is never modified
+    float_raw = raw.astype(np.float32)  # not an 8-bit rendering: passed as it is
+    assert rerender(1.0)(float_raw) is float_raw

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from sarmae_cli.data.bands import model_roles, polarisation, select_bands
+from sarmae_cli.data.bands import model_roles, polarisation, polarisation_token, select_bands
 from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.scene import open_scene
 from tests.infer.conftest import tiny_meta, write_scene
@@ -33,6 +33,28 @@ from tests.infer.conftest import tiny_meta, write_scene
 )
 def test_polarisation_spellings(text, pol):
     assert polarisation(text) == pol
+
+
+SAFE = "20200101t055102-20200101t055127-030610-0381b7"  # start, stop, orbit, datatake
+
+
+@pytest.mark.parametrize(
+    ("stem", "split"),
+    [
+        ("scene_VV", ("VV", "scene")),
+        ("S1A_IW_GRDH_1SDV_20170613T165043_87_48_VH", ("VH", "S1A_IW_GRDH_1SDV_20170613T165043_87_48")),
+        ("vh", ("VH", "")),
+        ("HH_scene", ("HH", "scene")),
+        ("scene-hv-2020", ("HV", "scene-2020")),
+        ("Sigma0VV", ("VV", "Sigma0")),
+        (f"s1b-iw-grd-vh-{SAFE}-002", ("VH", f"s1b-iw-grd-{SAFE}")),  # image number dropped
+        ("x_VV_VH", None),  # two polarisations: no file of one
+        ("scene", None),
+        ("vvh", None),
+    ],
+)  # fmt: skip
+def test_polarisation_token_of_file_names(stem, split):
+    assert polarisation_token(stem) == split
 
 
 def test_model_roles():
@@ -91,6 +113,7 @@ def test_scenes_choose_by_description_tag_and_file_name(tmp_path):
         assert sc.indexes == [1] and "no co-pol band: VH stands in" in sc.notes[0]
     with open_scene(vh_vv, meta, bands="1") as sc:  # --bands wins
         assert sc.indexes == [1] and not any(n.startswith("bands:") for n in sc.notes)
-    rgb = write_scene(tmp_path / "rgb.tif", np.zeros((3, 32, 32), np.uint8), crs=None)
+    colour = np.random.default_rng(1).integers(0, 255, (3, 32, 32), dtype=np.uint8)  # bands differ
+    rgb = write_scene(tmp_path / "rgb.tif", colour, crs=None)
     with pytest.raises(UsageError, match="3 bands without polarisation names"):
         open_scene(rgb, meta)

@@ -129,3 +129,13 @@ def test_random_rendering_is_reproducible_and_covers_the_choices():
 def test_renderings_take_uint8_chips_only(bad):
     with pytest.raises(ValueError, match="uint8 chip"):
         R.render(bad, "gamma2")
+
+
+def test_random_display_draws_every_family_reproducibly():
+    chip = (np.arange(48 * 48).reshape(1, 48, 48) % 251).astype(np.uint8)
+    a = [R.random_display(chip, np.random.default_rng(s)) for s in range(60)]
+    b = [R.random_display(chip, np.random.default_rng(s)) for s in range(60)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(x.dtype == np.uint8 and x.shape == chip.shape for x in a)
+    distinct = {x.tobytes() for x in a}
+    assert len(distinct) > 40  # parameters are drawn, not a few fixed points

@@ -230,8 +230,10 @@ def test_truncated_geotiff(invoke, weights_dir, tmp_path):
 
 def test_pixel_problems(invoke, weights_dir, tmp_path):
     nothing = write_scene(tmp_path / "empty.tif", np.full((2, 20, 20), -99, np.float32), nodata=-99)
-    r = _seg(invoke, weights_dir, nothing, "-o", tmp_path / "a.tif")
-    assert r.exit_code == 1 and "has no valid pixels" in r.stderr
+    r = _seg(invoke, weights_dir, nothing, "-o", tmp_path / "a.tif")  # all nodata: a nodata map
+    assert r.exit_code == 0 and "Warning: empty.tif has no valid pixels" in r.stderr, r.stderr
+    with rasterio.open(tmp_path / "a.tif") as o:
+        assert (o.read(1) == 255).all() and o.shape == (20, 20)
     nan_inf = db_scene(40, 40)
     nan_inf[:, :5] = np.inf
     nan_inf[:, 5:10] = np.nan
