@@ -15,21 +15,24 @@ SHIPPED = {
     "encoder": "sarmae_encoder.safetensors",
     "water": "sarmae_water.safetensors",
     "mstar": "sarmae_mstar.safetensors",
+    "ships": "sarmae_ships.safetensors",
 }
 #: What each shipped file holds, and the command it is the default of.
 SHIPPED_KIND = {
     "encoder": ("encoder", "embed"),
     "water": ("segmentation", "segment"),
     "mstar": ("classification", "classify"),
+    "ships": ("detection", "detect"),
 }
 #: The weights task each command needs (embed takes the encoder of any weights file).
 COMMAND_TASKS = {
     "segment": ("segmentation",),
     "classify": ("classification",),
     "embed": ("encoder", "pretrain", "classification", "segmentation"),
+    "detect": ("detection",),
 }
 #: The shipped weights a command uses without --task or --weights (segment needs one of them).
-DEFAULT_TASK = {"embed": "encoder", "classify": "mstar", "segment": None}
+DEFAULT_TASK = {"embed": "encoder", "classify": "mstar", "segment": None, "detect": "ships"}
 #: How to get missing or damaged shipped weights back.
 RESTORE_HINT = "restore them with `git checkout -- weights/` in a source checkout or reinstall sarmae"
 

@@ -13,7 +13,18 @@ import typer
 from typer.core import TyperGroup
 
 from sarmae_cli import __version__, signals
-from sarmae_cli.cli import classify, demo, embed, evaluate, export, finetune, pretrain, segment, weights
+from sarmae_cli.cli import (
+    classify,
+    demo,
+    detect,
+    embed,
+    evaluate,
+    export,
+    finetune,
+    pretrain,
+    segment,
+    weights,
+)
 from sarmae_cli.errors import SarmaeError
 
 
@@ -89,6 +100,7 @@ app.command()(evaluate.evaluate)
 app.command()(embed.embed)
 app.command()(classify.classify)
 app.command()(segment.segment)
+app.command()(detect.detect)
 app.command()(export.export)
 app.command()(demo.demo)
 app.add_typer(weights.app, name="weights")

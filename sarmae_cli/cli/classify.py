@@ -13,6 +13,7 @@ from sarmae_cli.cli.options import (
     BatchSize,
     CreationOption,
     DeviceOpt,
+    Gsd,
     InputScale,
     JsonSummary,
     Nodata,
@@ -28,6 +29,8 @@ from sarmae_cli.cli.options import (
     output_option,
     some_chips_failed,
 )
+from sarmae_cli.data.geometry import parse_gsd
+from sarmae_cli.data.stack import stack_inputs
 from sarmae_cli.errors import UsageError
 from sarmae_cli.outputs import (
     atomic_output,
@@ -70,7 +73,12 @@ def format_rows(rows: list[dict], fmt: str, top_k: int) -> str:
 
 
 def classify(
-    inputs: Annotated[list[str], typer.Argument(help="Chips, folders of chips, or scenes (with -o X.tif).")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Chips, folders of chips, or scenes (with -o X.tif; x_VV.tif x_VH.tif are one scene)."
+        ),
+    ],
     output: Annotated[
         Path | None,
         output_option("CSV/JSONL file (default: stdout), or a .tif for a per-tile class map."),
@@ -89,6 +97,7 @@ def classify(
     bands: Bands = None,
     nodata: Nodata = None,
     input_scale: InputScale = "auto",
+    gsd: Gsd = "auto",
     co: CreationOption = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -105,6 +114,7 @@ def classify(
     $ sarmae classify scene.tif -o classes.tif --tile 128
     """
     kind = None if output is None else check_extension(output, OUTPUT_KINDS, "-o", "classify's output")
+    target_gsd = parse_gsd(gsd)
     scene_mode = output_dir is not None or kind == "geotiff"
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}; use csv or jsonl")
@@ -112,7 +122,8 @@ def classify(
         if fmt is not None:
             raise UsageError("--format is for the classes of chips; a scene's class map is a GeoTIFF")
         what = "a per-tile class-map GeoTIFF"
-        planned = plan_outputs(expand_paths(inputs), [("-o", output, output_dir, "geotiff", what)], overwrite)
+        scenes = stack_inputs(expand_paths(inputs))
+        planned = plan_outputs(scenes, [("-o", output, output_dir, "geotiff", what)], overwrite)
     else:
         fmt = fmt or kind or "csv"
         if output is not None:
@@ -125,15 +136,17 @@ def classify(
     weights_file = resolve_weights("classify", weights, None)
     creation = parse_creation_options(co)
 
+    from sarmae_cli.data.vrt import check_stacks
     from sarmae_cli.infer.api import Options, classify_chips, classify_scene, list_chips
     from sarmae_cli.infer.batch import run_many, shard
     from sarmae_cli.infer.models import Models
 
     models = Models("classify", weights_file, device, threads)
-    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
+    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite, gsd=target_gsd)
     if scene_mode:
         mine = set(shard([p for p, _ in planned]))
         jobs = {p: outs[0] for p, outs in planned if p in mine}
+        check_stacks(list(jobs))  # files of one scene on one grid, before any work
         with Reporter(quiet) as rep:
 
             def run(src: Path) -> dict:

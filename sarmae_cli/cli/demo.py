@@ -1,4 +1,4 @@
-"""`sarmae demo`: the shipped weights on a generated Sentinel-1-like scene, in one command."""
+"""`sarmae demo`: the shipped weights on generated SAR scenes, in one command."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +26,9 @@ def demo(
     size: Annotated[
         int,
         typer.Option(
-            "--size", max=16384, help="Scene width and height in 10 m pixels (too small a scene is refused)."
+            "--size",
+            max=16384,
+            help="Width and height of each scene in pixels (too small a scene is refused).",
         ),
     ] = 1024,
     seed: Seed = 0,
@@ -34,14 +36,17 @@ def demo(
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Try the shipped weights on a synthetic Sentinel-1-like scene.
+    """Try the shipped weights on synthetic SAR scenes.
 
     Generates a speckled VV scene in dB with water bodies (VV+VH if the weights take two bands;
-    GeoTIFF, EPSG:32631, 10 m pixels, with its truth mask), then runs water segmentation (COG + PNG
-    quicklook), tile embeddings (GeoParquet) and chip classification on it, printing for each step
-    the command that does the same on your own data and, for the water map, the IoU against the
-    truth beside that of the threshold baseline (--method threshold, no weights). --seed picks the
-    scene. Fails before writing anything if the shipped weights are missing or damaged.
+    GeoTIFF, EPSG:32631, 10 m pixels, with its truth mask) and runs water segmentation (COG + PNG
+    quicklook) and tile embeddings (GeoParquet) on it; then a sea scene of the same size with
+    ship-like targets (2 m pixels, with the true boxes) and runs ship detection on it (GeoPackage,
+    points CSV, quicklook with the boxes). For each step it prints the command that does the same
+    on your own data; the water map is scored (IoU) against the truth beside the threshold
+    baseline (--method threshold, no weights), the ships by recall and precision at IoU 0.5.
+    --seed picks the scenes. Fails before writing anything if the shipped weights are missing or
+    damaged.
 
     $ sarmae demo
 
@@ -57,4 +62,6 @@ def demo(
         )
     iou = "" if result.water_iou is None else f"; water IoU {result.water_iou:.3f}"
     iou += "" if result.baseline_iou is None else f" (threshold baseline {result.baseline_iou:.3f})"
+    ships = result.ships
+    iou += f"; ships: recall {ships['recall']:.2f}, precision {ships['precision']:.2f}"
     typer.echo(f"\nDone: {len(result.steps)} steps, outputs in {outdir}/{iou}")

@@ -11,6 +11,7 @@ from sarmae_cli.cli.options import (
     BatchSize,
     CreationOption,
     DeviceOpt,
+    Gsd,
     InputScale,
     JsonSummary,
     Nodata,
@@ -26,6 +27,8 @@ from sarmae_cli.cli.options import (
     output_option,
     some_chips_failed,
 )
+from sarmae_cli.data.geometry import parse_gsd
+from sarmae_cli.data.stack import stack_inputs
 from sarmae_cli.errors import UsageError
 from sarmae_cli.outputs import check_extension, check_output, parse_creation_options, plan_outputs
 from sarmae_cli.paths import expand_paths, list_images
@@ -33,7 +36,12 @@ from sarmae_cli.shipped import resolve_weights
 
 
 def embed(
-    inputs: Annotated[list[str], typer.Argument(help="GeoTIFF scenes (files, globs) or a folder of chips.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="GeoTIFF scenes (files, globs; x_VV.tif x_VH.tif are one scene) or a folder of chips."
+        ),
+    ],
     output: Annotated[
         Path | None, output_option("GeoParquet of tile embeddings; '{stem}' = input name.")
     ] = None,
@@ -50,6 +58,7 @@ def embed(
     bands: Bands = None,
     nodata: Nodata = None,
     input_scale: InputScale = "auto",
+    gsd: Gsd = "auto",
     co: CreationOption = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -67,6 +76,7 @@ def embed(
     """
     if output is None and output_dir is None:
         raise UsageError("give the output with -o FILE (or --output-dir DIR for several inputs)")
+    target_gsd = parse_gsd(gsd)
     chips = len(inputs) == 1 and Path(inputs[0]).is_dir()
     if chips:  # a folder of chips: one GeoParquet
         if output is None or dense is not None:
@@ -79,16 +89,17 @@ def embed(
             ("-o", output, output_dir, "parquet", "a GeoParquet of tile embeddings"),
             ("--dense", dense, None, "geotiff", "a GeoTIFF of patch features"),
         ]
-        planned = plan_outputs(expand_paths(inputs), specs, overwrite)
+        planned = plan_outputs(stack_inputs(expand_paths(inputs)), specs, overwrite)
     weights_file = resolve_weights("embed", weights, None)
     creation = parse_creation_options(co)
 
+    from sarmae_cli.data.vrt import check_stacks
     from sarmae_cli.infer.api import Options, embed_chips, embed_scene, list_chips
     from sarmae_cli.infer.batch import run_many, shard
     from sarmae_cli.infer.models import Models
 
     models = Models("embed", weights_file, device, threads)
-    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite)
+    opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite, gsd=target_gsd)
     if chips:
         with Reporter(quiet) as rep:
             opts.progress = rep.progress(Path(inputs[0]).name)
@@ -105,6 +116,7 @@ def embed(
         return
     mine = set(shard([p for p, _ in planned]))
     jobs = {p: outs for p, outs in planned if p in mine}
+    check_stacks(list(jobs))  # files of one scene on one grid, before any work
     with Reporter(quiet) as rep:
 
         def run(src: Path) -> dict:

@@ -32,7 +32,10 @@ def _ints(text: str | None, name: str) -> list[int] | None:
 def evaluate(
     data: Annotated[
         Path,
-        typer.Argument(help="Labelled set: class folders, a path,label CSV, or image/mask folders."),
+        typer.Argument(
+            help="Labelled set: class folders, a path,label CSV, image/mask folders, or (detection) "
+            "a COCO JSON, images/ + labels/ (YOLO txt) or images/ + masks/."
+        ),
     ],
     weights: Annotated[
         Path,
@@ -42,7 +45,10 @@ def evaluate(
     ],
     output: Annotated[
         Path | None,
-        output_option("Metrics file to write (.json); the confusion-matrix plot goes beside it (.png)."),
+        output_option(
+            "Metrics file to write (.json); the confusion-matrix plot (detection: precision-recall "
+            "curves) goes beside it (.png)."
+        ),
     ] = None,
     tta: Annotated[
         int,
@@ -58,7 +64,9 @@ def evaluate(
     pairing: Annotated[
         str | None,
         typer.Option(
-            "--pairing", help="Segmentation: image/mask pairing IMAGE_DIR:MASK_DIR[:IMAGE_TOKEN:MASK_TOKEN]."
+            "--pairing",
+            help="Segmentation and detection masks: image/mask pairing "
+            "IMAGE_DIR:MASK_DIR[:IMAGE_TOKEN:MASK_TOKEN].",
         ),
     ] = None,
     mask_values: Annotated[
@@ -78,7 +86,7 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Score fine-tuned weights on a labelled set, with the preprocessing, classes and mask
-    coding stored in the weights.
+    coding (detection: tile, overlap and score threshold) stored in the weights.
 
     Prints one line of the main metrics (or, with --json, all of them); with -o, writes the
     metrics JSON and a confusion-matrix plot beside it.
@@ -88,6 +96,8 @@ def evaluate(
     $ sarmae evaluate mstar10/test -w mstar.safetensors --tta 6 -o mstar_test.json
 
     $ sarmae evaluate mstar10/train --val-fraction 0.2 -w sel.safetensors
+
+    $ sarmae evaluate hrsid_mini --val-fraction 0.2 -w weights/sarmae_ships.safetensors
     """
     require_dataset(data)
     require_path(weights, "weights file", WeightsNotFoundError)
@@ -114,8 +124,10 @@ def evaluate(
         val_fraction,
     )
     say = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+    for line in m.get("warnings", []):  # detection labels: one line per skipped image or box
+        say(line)
     if m.get("skipped_files"):
-        say(f"skipped {m['skipped_files']} undecodable file(s)")
+        say(f"skipped {m['skipped_files']} undecodable or unlabelled file(s)")
     if output is not None:
         png = write_report(m, list(meta.class_names), output, overwrite)
         say(f"wrote {output} and {png}")

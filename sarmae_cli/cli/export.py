@@ -15,7 +15,10 @@ from sarmae_cli.paths import require_path
 
 
 def export(
-    weights: Annotated[Path, typer.Argument(help="Weights file to export (.safetensors).")],
+    weights: Annotated[
+        Path,
+        typer.Argument(help="Weights to export (.safetensors): encoder, classifier, segmenter or detector."),
+    ],
     output: Annotated[Path, output_option("ONNX file to write.")],
     tile: Annotated[
         int | None,
@@ -76,10 +79,18 @@ def export(
     for col in ("batch", "output", "max abs diff", "relative"):
         table.add_column(col)
     for row in report.parity:
+        if "min_iou" in row:  # a detector's decoded boxes
+            continue
         table.add_row(
             str(row["batch"]), row["output"], f"{row['max_abs_diff']:.2e}", f"{row['relative']:.2e}"
         )
     console.print(table)
+    for row in (r for r in report.parity if "min_iou" in r):
+        what = f"{row['points']} points" if "points" in row else f"{row['boxes']} decoded boxes"
+        console.print(
+            f"{row['output']} of {row['batch']} sample tiles: {what} compared, lowest IoU "
+            f"{row['min_iou']:.4f}, largest score difference {row['max_score_diff']:.1e}"
+        )
     if report.accuracy_change:
         console.print(f"{report.precision} vs fp32: {json.dumps(report.accuracy_change)}")
     console.print(

@@ -1,4 +1,4 @@
-"""`sarmae finetune`: classification and segmentation fine-tuning."""
+"""`sarmae finetune`: classification, segmentation and detection fine-tuning."""
 
 import json
 import shlex
@@ -39,6 +39,7 @@ from sarmae_cli.paths import require_dataset, require_path
 class Task(StrEnum):
     classification = "classification"
     segmentation = "segmentation"
+    detection = "detection"
 
 
 def _seeds(text: str) -> list[int]:
@@ -51,15 +52,30 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _names(text: str | None) -> list[str] | None:
+    """--class-names a,b,c -> ["a", "b", "c"] (None when not given)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UsageError(f"--class-names must be distinct comma-separated names, got {text!r}")
+    return names
+
+
 def finetune(
     train: Annotated[
         Path,
-        typer.Argument(help="Training set: class folders, a path,label CSV, or image/mask folders."),
+        typer.Argument(
+            help="Training set: class folders, a path,label CSV, image/mask folders, or (detection) "
+            "a COCO JSON, images/ + labels/ (YOLO txt) or images/ + masks/."
+        ),
     ],
     task: Annotated[
         Task | None,
         typer.Option(
-            "--task", help="What to train: a classification (one class per chip) or segmentation model."
+            "--task",
+            help="What to train: a classification (one class per chip), segmentation or "
+            "detection (boxes) model.",
         ),
     ] = None,
     output: Annotated[Path | None, output_option("Output weights (.safetensors).")] = None,
@@ -73,6 +89,14 @@ def finetune(
     fraction: Annotated[
         float | None,
         typer.Option("--fraction", min=0.0, max=1.0, help="Fraction of training chips per class."),
+    ] = None,
+    class_names: Annotated[
+        str | None,
+        typer.Option(
+            "--class-names",
+            help="Comma-separated class names (segmentation: per class id; detection: replaces "
+            "the names in the labels, in their order).",
+        ),
     ] = None,
     epochs: Epochs = None,
     max_steps: MaxSteps = None,
@@ -92,23 +116,25 @@ def finetune(
     quiet: Quiet = False,
     json_out: JsonSummary = False,
 ) -> None:
-    """Fine-tune SARMAE for classification or segmentation with the paper's protocols.
+    """Fine-tune SARMAE for classification, segmentation or detection with the paper's protocols.
 
     Settings: the task's recipe, then --config FILE (YAML/TOML: data, model, augment, loop...),
     then each --set KEY=VALUE, then the options. Rarely used settings have no option of their
     own: e.g. --set model.decoder=fpn, --set data.stretch=percentile, --set data.balance=true,
     --set augment.speckle=0.5 (docs/finetuning.md lists them).
 
-    Writes OUTPUT, its metrics (.metrics.json) and confusion matrix (.confusion.png) beside it,
-    and checkpoints to OUTPUT without suffix + .run/. Score weights on other data with
-    `sarmae evaluate`.
+    Writes OUTPUT, its metrics (.metrics.json) and confusion matrix (.confusion.png; detection:
+    precision-recall curves, .pr.png) beside it, and checkpoints to OUTPUT without suffix +
+    .run/. Score weights on other data with `sarmae evaluate`.
 
     $ sarmae finetune --task classification mstar10/train --val mstar10/test --shots 40 -o mstar.safetensors
 
     $ sarmae finetune --task segmentation ombria_s1/train --val ombria_s1/test -o water.safetensors
+
+    $ sarmae finetune --task detection hrsid_mini --set data.group_by=^[^_]+ -o ships.safetensors
     """
     if task is None:
-        raise UsageError("--task is required: classification or segmentation")
+        raise UsageError("--task is required: classification, segmentation or detection")
     if output is None:
         raise UsageError("--output/-o is required: the weights file to write")
     check_extension(output, "safetensors", "-o", "the fine-tuned weights file")
@@ -136,6 +162,7 @@ def finetune(
             "chip_size": chip_size,
             "fit": fit.value if fit else None,
             "scaling": input_scale,
+            "class_names": _names(class_names),
         },
         "model": {"init": init},
         "lr": lr,

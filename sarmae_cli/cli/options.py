@@ -111,6 +111,28 @@ Nodata = Annotated[
     float | None, typer.Option("--nodata", help="Input nodata value (default: the file's nodata or mask).")
 ]
 
+# ----------------------------------------------------------------- detection
+
+MinScore = Annotated[
+    float | None,
+    typer.Option(
+        "--min-score", min=0.0, max=1.0, help="Keep objects scoring at least this (default: the weights')."
+    ),
+]
+MaxDetections = Annotated[
+    int | None,
+    typer.Option("--max-detections", min=1, help="Keep at most this many objects per scene, best first."),
+]
+NmsIou = Annotated[
+    float | None,
+    typer.Option(
+        "--nms-iou",
+        min=0.0,
+        max=1.0,
+        help="Boxes of one class overlapping more than this IoU are one object (default: the weights').",
+    ),
+]
+
 # ----------------------------------------------------------------- training and evaluation
 
 ConfigFile = Annotated[

@@ -25,6 +25,7 @@ from sarmae_cli.cli.options import (
     output_option,
 )
 from sarmae_cli.data.geometry import parse_gsd
+from sarmae_cli.data.stack import stack_inputs
 from sarmae_cli.errors import UsageError
 from sarmae_cli.outputs import parse_creation_options, plan_outputs
 from sarmae_cli.paths import expand_paths
@@ -32,7 +33,13 @@ from sarmae_cli.shipped import resolve_weights
 
 
 def segment(
-    inputs: Annotated[list[str], typer.Argument(help="GeoTIFF SAR scenes, folders of them or globs.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="GeoTIFF SAR scenes, folders of them or globs; files of one scene per polarisation "
+            "(x_VV.tif x_VH.tif) are one scene."
+        ),
+    ],
     output: Annotated[Path | None, output_option("Class-map COG (uint8); '{stem}' = input name.")] = None,
     output_dir: OutputDir = None,
     task: Annotated[
@@ -76,6 +83,8 @@ def segment(
 
     $ sarmae segment --task water scene.tif -o water.tif --preview water.png
 
+    $ sarmae segment --task water scene_VV.tif scene_VH.tif -o water.tif
+
     $ sarmae segment -w my_water.safetensors scenes/ --output-dir out/ --vector 'out/{stem}.gpkg'
 
     $ sarmae segment --task water --method threshold scene.tif -o water_threshold.tif
@@ -89,7 +98,7 @@ def segment(
     if method == "threshold" and task not in (None, "water"):
         raise UsageError(f"--method threshold maps water only; use --task water, not {task!r}")
     target_gsd = parse_gsd(gsd)
-    paths = expand_paths(inputs)  # every check of the command line before the library loads
+    paths = stack_inputs(expand_paths(inputs))  # every check of the command line before the library loads
     specs = [
         ("-o", output, output_dir, "geotiff", "a class-map GeoTIFF"),
         ("--probabilities", probabilities, None, "geotiff", "a probabilities GeoTIFF"),
@@ -100,6 +109,7 @@ def segment(
     weights_file = resolve_weights("segment", weights, task) if method == "model" else None
     creation = parse_creation_options(co)
 
+    from sarmae_cli.data.vrt import check_stacks
     from sarmae_cli.infer.api import Options, segment_scene
     from sarmae_cli.infer.batch import run_many, shard
     from sarmae_cli.infer.models import Models
@@ -107,6 +117,7 @@ def segment(
 
     mine = set(shard([p for p, _ in planned]))
     jobs = [(p, outs) for p, outs in planned if p in mine]
+    check_stacks([p for p, _ in jobs])  # files of one scene on one grid, before any work
     models = Models("segment", weights_file, device, threads) if weights_file else None
     opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite, gsd=target_gsd)
     outputs = dict(jobs)

@@ -6,7 +6,11 @@ and normalised as the metadata says; the batch axis is dynamic, the tile size T 
 - encoder / pretrain weights: `embedding` [B, d] (mean patch token) and
   `patch_features` [B, d, T/p, T/p];
 - classification: `logits` [B, K];
-- segmentation: `logits` [B, K, T, T].
+- segmentation: `logits` [B, K, T, T];
+- detection: the dense head outputs `cls_logits` [B, N, K], `bbox_regression` [B, N, 4] and
+  `centerness` [B, N, 1] over the N points of all pyramid levels; decoding and NMS stay
+  outside the graph (`model.detector.decode`, shared with the PyTorch path), and the export
+  checks that both runtimes give the same boxes (`export/box_parity.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sarmae_cli.data.raster import IMAGE_SUFFIXES, read_image
 from sarmae_cli.data.scaling import Scaling
 from sarmae_cli.data.synthetic import as_mode, speckled_scene
 from sarmae_cli.errors import SarmaeError, UsageError
+from sarmae_cli.export.box_parity import BOX_IOU, BOX_SCORE, box_agreement, box_parity, point_parity
 from sarmae_cli.model.checkpoint import WeightsMeta, onnx_metadata
 from sarmae_cli.model.factory import load_model
 from sarmae_cli.outputs import check_extension, check_output
@@ -41,6 +46,7 @@ OUTPUT_NAMES = {
     "encoder": ["embedding", "patch_features"],
     "classification": ["logits"],
     "segmentation": ["logits"],
+    "detection": ["cls_logits", "bbox_regression", "centerness"],
 }
 FP32_TOLERANCE = 1e-4  # max |onnx - torch| relative to max |torch|, per output
 
@@ -221,6 +227,8 @@ def export_onnx(
                 f"onnxruntime differs from PyTorch by {worst:.2e} of the output scale "
                 f"(tolerance {FP32_TOLERANCE:.0e}); the ONNX file was not written"
             )
+        if task == "detection":
+            check_box_parity(report, sess, module, meta, tile)
         final = fp32_path
         if fp16 or int8:
             final = Path(tmp) / f"{precision}.onnx"
@@ -234,10 +242,11 @@ def export_onnx(
                 source = "synthetic speckled scenes (no --holdout given)"
             ref = _run_batched(sess, x)
             new = _run_batched(_session(final), x)
+            change = box_agreement(ref, new, meta, tile) if task == "detection" else None
             report.accuracy_change = {
                 "holdout": source,
                 "images": len(x),
-                **accuracy_change(task, ref, new, labels),
+                **(change or accuracy_change(task, ref, new, labels)),
             }
         proto = onnx.load(str(final))
         meta.tile = {**meta.tile, "size": tile}  # the graph's fixed tile is the default tile
@@ -253,6 +262,26 @@ def export_onnx(
         os.replace(staged, output)
     report.size_mb = round(output.stat().st_size / 1e6, 2)
     return report
+
+
+def check_box_parity(
+    report: ExportReport, sess: ort.InferenceSession, module: nn.Module, meta: WeightsMeta, tile: int
+) -> None:
+    """The same boxes from both runtimes on sample scenes, point by point and after decoding
+    (`box_parity.point_parity`, `box_parity.box_parity`: IoU >= BOX_IOU, scores within
+    BOX_SCORE), added to `report.parity`; a ParityError otherwise."""
+    x = sample_inputs(meta, tile, 4, seed=40)
+    with torch.inference_mode():
+        ref = [o.numpy() for o in module(torch.from_numpy(x))]
+    got = sess.run(None, {"input": x})
+    for row in (point_parity(ref, got, meta, tile), box_parity(ref, got, meta, tile)):
+        report.parity.append(row)
+        if row["min_iou"] < BOX_IOU or row["max_score_diff"] > BOX_SCORE:
+            raise ParityError(
+                f"onnxruntime and PyTorch give different boxes ({row['output']}: lowest IoU "
+                f"{row['min_iou']:.4f}, largest score difference {row['max_score_diff']:.1e}; need >= "
+                f"{BOX_IOU} and <= {BOX_SCORE:.0e}); the ONNX file was not written"
+            )
 
 
 def _torch_export(module: nn.Module, c: int, tile: int, opset: int, names: list[str], path: Path) -> None:

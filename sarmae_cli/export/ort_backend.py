@@ -13,7 +13,14 @@ from sarmae_cli.errors import UsageError
 from sarmae_cli.model.checkpoint import WeightsMeta, read_onnx_meta
 
 #: backend output -> ONNX output name (see `onnx_export` for the output contract)
-ONNX_OUTPUTS = {"probabilities": "logits", "pooled": "embedding", "patch_features": "patch_features"}
+ONNX_OUTPUTS = {
+    "probabilities": "logits",
+    "pooled": "embedding",
+    "patch_features": "patch_features",
+    "detections": "cls_logits",  # with bbox_regression and centerness: DETECTION_OUTPUTS
+}
+#: A detector's dense head outputs, returned together (decoded outside the graph).
+DETECTION_OUTPUTS = ["cls_logits", "bbox_regression", "centerness"]
 
 
 def providers(device: str = "auto") -> list[str]:
@@ -32,7 +39,8 @@ def providers(device: str = "auto") -> list[str]:
 class OnnxBackend:
     """An exported model: `predict(batch [B, C, T, T]) -> [B, K]` or `[B, K, h, w]`.
 
-    Classification and segmentation return softmax probabilities, like `TorchBackend`.
+    Classification and segmentation return softmax probabilities, like `TorchBackend`; a
+    detector (output "detections") its three dense head outputs, as a tuple.
     The tile size T is fixed by the export (`self.tile`); the batch size is free.
     """
 
@@ -63,8 +71,8 @@ class OnnxBackend:
         self.patch_size = cfg.patch_size
         self.tile = int(self.export_info.get("tile", cfg.img_size))
         shape = next(o.shape for o in self.session.get_outputs() if o.name == self.output_name)
-        self.out_channels = int(shape[1])
-        self.out_stride = None if len(shape) == 2 else self.tile // int(shape[2])
+        self.out_channels = int(shape[-1] if output == "detections" else shape[1])
+        self.out_stride = None if len(shape) == 2 or output == "detections" else self.tile // int(shape[2])
 
     def check_tile(self, tile: int) -> None:
         """The engine must use the tile size the model was exported for."""
@@ -74,11 +82,13 @@ class OnnxBackend:
                 f"(or re-export with `sarmae export --tile {tile}`)"
             )
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
         x = np.ascontiguousarray(batch, dtype=np.float32)  # [B, C, T, T]
         if x.shape[1] != self.in_chans:
             raise UsageError(f"{self.path} takes {self.in_chans} bands, got {x.shape[1]}")
         self.check_tile(x.shape[-1])
+        if self.output == "detections":  # [B, N, K], [B, N, 4], [B, N, 1]
+            return tuple(y.astype(np.float32) for y in self.session.run(DETECTION_OUTPUTS, {"input": x}))
         (y,) = self.session.run([self.output_name], {"input": x})
         y = y.astype(np.float32)
         if self.output == "probabilities":

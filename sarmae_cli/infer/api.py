@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from rasterio.transform import Affine, array_bounds
 from rasterio.warp import transform_bounds
 
 from sarmae_cli.data import raster
+from sarmae_cli.data.geometry import NATIVE
 from sarmae_cli.data.preprocess import InputSpec
 from sarmae_cli.errors import SarmaeError, UsageError
 from sarmae_cli.infer.classmap import ClassOutputs, check_class_outputs, class_tags, write_class_outputs
@@ -39,7 +39,7 @@ from sarmae_cli.infer.writers import (
     to_cog,
 )
 from sarmae_cli.outputs import atomic_output, check_output
-from sarmae_cli.paths import VirtualPath, list_images
+from sarmae_cli.paths import VirtualPath, as_input, list_images
 
 #: GDAL block cache for inference runs (MB), unless $GDAL_CACHEMAX says otherwise. GDAL's own
 #: default (5% of RAM) would let the cache, not the engine, set the peak memory.
@@ -66,7 +66,7 @@ class Options:
     co: dict[str, str] = field(default_factory=dict)
     overwrite: bool = False
     progress: Progress | None = None
-    gsd: str | float = "auto"  # segment: the model's pixel size ("auto"), "native" or metres
+    gsd: str | float = "auto"  # scenes: the model's pixel size ("auto"), "native" or metres
 
 
 def _spec(models: Models) -> InputSpec:
@@ -118,6 +118,8 @@ def segment_scene(
     t0 = time.perf_counter()
     outputs = check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
     with gdal_env(), _open(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
+        if scene.scale != NATIVE:
+            scene.gsd_note += "; outputs on the input grid"
         backend = models.backend(len(scene.indexes), "probabilities")
         names = models.class_names
         tile, overlap = _tiling(models, opts, dense=True)
@@ -137,7 +139,7 @@ def segment_scene(
         )
 
         def run(sink: Any) -> Any:
-            if scene.scale != (1.0, 1.0):  # the model ran at its pixel size; outputs go to the input grid
+            if scene.scale != NATIVE:  # the model ran at its pixel size; outputs go to the input grid
                 sink = ToInputGrid(sink, scene.scale, scene.input_height, scene.input_width)
             return predict_dense(scene, backend, sink, tile, overlap, opts.batch_size, opts.progress)
 
@@ -147,32 +149,29 @@ def segment_scene(
     return summary
 
 
-def _footprint(transform: Affine, y: int, x: int, size: int, height: int, width: int) -> Any:
-    """Footprint polygon of a tile, clipped to the scene."""
-    from shapely.geometry import box
-
-    h, w = min(size, height - y), min(size, width - x)
-    win_t = transform @ Affine.translation(x, y)
-    left, bottom, right, top = array_bounds(h, w, win_t)
-    return box(left, bottom, right, top)
-
-
 def _footprints(scene: Scene, tiles: list) -> tuple[list, Any]:
     """Footprints of tiles (clipped to the scene) and their CRS: the scene's, or for a GCP-only
-    scene the GCPs' (footprints mapped through the GCPs)."""
+    scene the GCPs' (footprints mapped through the GCPs). Tiles are on the grid the model ran
+    on; footprints are traced on the input grid."""
     import shapely
 
     gcps, gcp_crs = scene.gcps
-    if not gcps:
-        geoms = [_footprint(scene.transform, r.y, r.x, r.size, scene.height, scene.width) for r in tiles]
-        return geoms, scene.crs
     if not tiles:
-        return [], gcp_crs
+        return [], gcp_crs if gcps else scene.crs
     x0, y0 = np.array([r.x for r in tiles]), np.array([r.y for r in tiles])
     x1 = np.minimum(x0 + np.array([r.size for r in tiles]), scene.width)
     y1 = np.minimum(y0 + np.array([r.size for r in tiles]), scene.height)
-    pixel_boxes = shapely.box(x0, y0, x1, y1)  # in pixels: x = column, y = row
-    return through_gcps(pixel_boxes, gcps, scene.path.name, max(tiles[0].size / 4, 1)), gcp_crs
+    (y0, x0), (y1, x1) = scene.to_input(y0, x0), scene.to_input(y1, x1)
+    pixel_boxes = shapely.box(x0, y0, x1, y1)  # in input pixels: x = column, y = row
+    if gcps:
+        step = max(tiles[0].size / scene.scale[1] / 4, 1)
+        return through_gcps(pixel_boxes, gcps, scene.path.name, step), gcp_crs
+    t = scene.transform
+
+    def to_map(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack(t @ (xy[:, 0], xy[:, 1]))
+
+    return list(shapely.transform(pixel_boxes, to_map)), scene.crs
 
 
 def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: Path | None = None) -> dict:
@@ -187,7 +186,7 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
         check_output(p, opts.overwrite, inputs=[path])
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise UsageError("output paths must differ from each other")
-    with gdal_env(), _open(path, models, opts) as scene, contextlib.ExitStack() as stack:
+    with gdal_env(), _open(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
         backend = models.backend(len(scene.indexes), "pooled")
         tile, overlap = _tiling(models, opts, dense=False)
         results, stats = predict_tiles(scene, backend, tile, overlap, opts.batch_size, opts.progress)
@@ -195,7 +194,7 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
         footprints, footprint_crs = _footprints(scene, rows)
         gdf = gpd.GeoDataFrame(
             {
-                "source": [Path(path).name] * len(rows),
+                "source": [as_input(path).name] * len(rows),
                 "row": np.array([r.row for r in rows], np.int32),
                 "col": np.array([r.col for r in rows], np.int32),
                 "x": np.array([r.x for r in rows], np.int32),
@@ -253,6 +252,11 @@ def _chip_input(path: Path, models: Models, opts: Options, size: int) -> tuple[n
     """A whole chip as model input [C, size, size] (its own per-chip statistics), resized or
     centre-cropped as the weights were trained (`training.preprocess.fit`)."""
     scene = _open(path, models, opts)
+    if scene.empty:
+        scene.close()
+        raise raster.RasterError(
+            f"{path} has no valid pixels (all nodata, NaN or masked); check the file or --nodata"
+        )
     x, _ = scene.read(0, 0, scene.height, scene.width)  # [C, h, w]
     return _spec(models).fit_to(torch.from_numpy(x), size).numpy(), scene
 
@@ -355,7 +359,7 @@ def classify_scene(path: Path, output: Path, models: Models, opts: Options) -> d
     transform scaled by the tile stride), uint8 with colormap, 255 for tiles without data."""
     t0 = time.perf_counter()
     check_output(Path(output), opts.overwrite, inputs=[path])
-    with gdal_env(), _open(path, models, opts) as scene:
+    with gdal_env(), _open(path, models, opts, opts.gsd) as scene:
         backend = models.backend(len(scene.indexes), "probabilities")
         tile, overlap = _tiling(models, opts, dense=False)
         results, stats = predict_tiles(scene, backend, tile, overlap, opts.batch_size, opts.progress)

@@ -14,7 +14,10 @@ The engine never touches torch modules directly. It needs an object with
   T/out_stride] for dense outputs or [B, K] for per-tile outputs. Segmentation and
   classification backends return *probabilities* (softmax applied), so that the engine can
   blend overlapping tiles by weighted averaging. The returned array belongs to the engine
-  (it may be modified in place).
+  (it may be modified in place). A detector's backend (output "detections", K classes,
+  `out_stride` None) returns its dense head outputs instead, a tuple of float32
+  cls_logits [B, N, K], bbox_regression [B, N, 4] and centerness [B, N, 1] over the N points
+  of all pyramid levels, which `infer/detect.py` decodes (`model.detector.decode`).
 
 `TorchBackend` wraps a sarmae torch model; an onnxruntime backend only has to provide the
 same attributes and `predict`.
@@ -31,7 +34,7 @@ from torch import nn
 from sarmae_cli.errors import SarmaeError
 from sarmae_cli.model.runtime import autocast
 
-OUTPUTS = ("probabilities", "pooled", "patch_features")
+OUTPUTS = ("probabilities", "pooled", "patch_features", "detections")
 
 
 @runtime_checkable
@@ -53,7 +56,8 @@ class TorchBackend:
     `output`:
     - "probabilities": softmax of a `Classifier` ([B, K]) or `Segmenter` ([B, K, T, T]);
     - "pooled": the encoder's pooled embedding [B, d];
-    - "patch_features": the encoder's final patch tokens as maps [B, d, T/p, T/p].
+    - "patch_features": the encoder's final patch tokens as maps [B, d, T/p, T/p];
+    - "detections": a `Detector`'s dense head outputs (a tuple, see the module docstring).
     Runs in inference mode, with autocast on CUDA (outputs are returned as float32).
     """
 
@@ -69,7 +73,9 @@ class TorchBackend:
         self.in_chans = cfg.in_chans
         self.patch_size = cfg.patch_size
         self.encoder = encoder
-        if output == "probabilities":
+        if output == "detections":
+            self.out_channels, self.out_stride = model.num_classes, None
+        elif output == "probabilities":
             head = model.head
             self.out_channels = (
                 head.out_features if hasattr(head, "out_features") else head.classifier.out_channels
@@ -79,7 +85,7 @@ class TorchBackend:
             self.out_channels = cfg.embed_dim
             self.out_stride = None if output == "pooled" else cfg.patch_size
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
         try:
             return self._predict(batch)
         except torch.cuda.OutOfMemoryError as e:
@@ -92,9 +98,11 @@ class TorchBackend:
             raise SarmaeError(f"the model failed on tiles of shape {tuple(batch.shape[1:])}: {msg}") from e
 
     @torch.inference_mode()
-    def _predict(self, batch: np.ndarray) -> np.ndarray:
+    def _predict(self, batch: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device)  # [B, C, T, T]
         with autocast(self._device):
+            if self.output == "detections":  # [B, N, K], [B, N, 4], [B, N, 1]
+                return tuple(o.float().cpu().numpy() for o in self.model(x))
             if self.output == "probabilities":
                 y = torch.softmax(self.model(x).float(), dim=1)  # [B, K] or [B, K, T, T]
             elif self.output == "pooled":

@@ -64,7 +64,7 @@ class Models:
     shipped weights files are reported with the way to restore them (`shipped_errors`).
 
     `output` is the `TorchBackend` output: "probabilities" for segment/classify, "pooled" or
-    "patch_features" for embed."""
+    "patch_features" for embed, "detections" for detect."""
 
     def __init__(self, command: str, path: Path, device: str = "auto", threads: int | None = None) -> None:
         self.command, self.path = command, Path(path)
@@ -107,7 +107,7 @@ class Models:
         if key not in self._cache:
             adapt = None if in_chans == self.meta.encoder_config.in_chans else in_chans
             with shipped_errors(self.path):
-                if output == "probabilities":
+                if output in ("probabilities", "detections"):
                     model, _ = load_model(self.path, in_chans=adapt)
                 else:
                     encoder, _ = load_encoder(self.path, in_chans=adapt)

@@ -34,7 +34,7 @@ from sarmae_cli.weights_file import META_KEY, header_metadata
 
 FORMAT = "sarmae-weights"
 FORMAT_VERSION = 1
-TASKS = ("encoder", "pretrain", "classification", "segmentation")
+TASKS = ("encoder", "pretrain", "classification", "segmentation", "detection")
 
 #: Python objects a pickled checkpoint may contain beside tensors and plain containers.
 PICKLE_ALLOWLIST: list[Any] = [argparse.Namespace]

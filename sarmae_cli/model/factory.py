@@ -1,4 +1,5 @@
-"""Build and load the model a weights file describes (encoder, MAE, classifier, segmenter)."""
+"""Build and load the model a weights file describes (encoder, MAE, classifier, segmenter,
+detector)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sarmae_cli.model.checkpoint import (
     read_weights,
     save_weights,
 )
+from sarmae_cli.model.detector import Detector
 from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.model.heads import Classifier, Segmenter, head_config
 from sarmae_cli.model.mae import MAE
@@ -55,6 +57,15 @@ def build_model(meta: WeightsMeta, drop_path_rate: float = 0.0) -> nn.Module:
             drop_path_rate,
             int(head.get("refine", 0)),
         )
+    if meta.task == "detection":
+        return Detector(
+            enc,
+            int(head["num_classes"]),
+            [int(s) for s in head.get("strides", (8, 16, 32))],
+            int(head.get("channels", 128)),
+            drop_path_rate,
+            int(head.get("num_convs", 4)),
+        )
     raise WeightsError(f"cannot build a model for task {meta.task!r}")
 
 
@@ -70,6 +81,6 @@ def load_model(path: Path, in_chans: int | None = None, verify: bool = True) -> 
 
 def save_model(path: Path, model: nn.Module, meta: WeightsMeta, **kw) -> WeightsMeta:
     """Save a task model with its head config filled into `meta`."""
-    if isinstance(model, (Classifier, Segmenter)):
+    if isinstance(model, (Classifier, Segmenter, Detector)):
         meta.head = head_config(model)
     return save_weights(path, model.state_dict(), meta, **kw)

@@ -1,4 +1,4 @@
-"""Task models on the SARMAE encoder: image classifier and UperNet/FPN segmenter.
+"""Task models on the SARMAE encoder: image classifier and UperNet/FPN/linear segmenter.
 
 Every task model has `encoder` (SarViT) and `head` sub-modules, so its state dict is the
 weights file's `encoder.*` + `head.*` tensors as-is.
@@ -16,9 +16,10 @@ from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
 from sarmae_cli.model.config import ViTConfig
+from sarmae_cli.model.detector import Detector
 from sarmae_cli.model.encoder import SarViT
 
-SEG_DECODERS = ("upernet", "fpn")
+SEG_DECODERS = ("upernet", "fpn", "linear")
 
 
 class Classifier(nn.Module):
@@ -92,7 +93,8 @@ class PixelRefiner(nn.Module):
 
 
 class SegmentationHead(nn.Module):
-    """Feature pyramid + an smp decoder (UperNet or FPN) + 1x1 classifier, at stride 4; and,
+    """Feature pyramid + an smp decoder (UperNet or FPN) + 1x1 classifier, at stride 4, or
+    (`linear`) only a 1x1 classifier on the last map's patch tokens, at the patch stride; and,
     with `refine` > 0, a `PixelRefiner` of that width that `Segmenter` applies at full size."""
 
     def __init__(
@@ -101,18 +103,25 @@ class SegmentationHead(nn.Module):
         super().__init__()
         if decoder not in SEG_DECODERS:
             raise ValueError(f"unknown segmentation decoder {decoder!r}; use {SEG_DECODERS}")
-        self.neck = SimpleFeaturePyramid(dim)
+        self.neck: nn.Module | None = None
+        self.decoder: nn.Module | None = None
         enc_channels = [1, 1, dim, dim, dim, dim]  # smp layout: strides 1, 2 (unused), 4..32
-        if decoder == "upernet":
+        if decoder == "linear":
+            out = dim
+        elif decoder == "upernet":
+            self.neck = SimpleFeaturePyramid(dim)
             self.decoder = UPerNetDecoder(enc_channels, encoder_depth=5, decoder_channels=channels)
             out = channels
         else:
+            self.neck = SimpleFeaturePyramid(dim)
             self.decoder = FPNDecoder(enc_channels, encoder_depth=5, pyramid_channels=channels)
             out = self.decoder.out_channels
         self.classifier = nn.Conv2d(out, num_classes, 1)
         self.refiner = PixelRefiner(num_classes, refine) if refine > 0 else None
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        if self.decoder is None:  # linear
+            return self.classifier(maps[-1])  # [B, K, H/p, W/p]
         pyramid = self.neck(maps)
         stub = pyramid[0][:, :1]  # placeholders for the unused stride-1/2 slots
         return self.classifier(self.decoder([stub, stub, *pyramid]))  # [B, K, H/4, W/4]
@@ -143,7 +152,7 @@ class Segmenter(nn.Module):
         unique = sorted(set(self.layers))
         by_block = dict(zip(unique, self.encoder.intermediate_layers(x, unique), strict=True))
         maps = [by_block[i] for i in self.layers]  # 4 x [B, d, H/16, W/16]
-        logits = self.head(maps)  # [B, K, H/4, W/4]
+        logits = self.head(maps)  # [B, K, H/4, W/4] (linear: [B, K, H/p, W/p])
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if self.head.refiner is not None:
             logits = self.head.refiner(x, logits)  # [B, K, H, W]
@@ -159,13 +168,15 @@ def head_config(model: nn.Module) -> dict[str, Any]:
         return {
             "type": "segmenter",
             "num_classes": model.head.classifier.out_channels,
-            "decoder": "upernet" if isinstance(dec, UPerNetDecoder) else "fpn",
-            "channels": model.head.classifier.in_channels
-            if isinstance(dec, UPerNetDecoder)
-            else dec.p5.out_channels,
+            "decoder": "linear" if dec is None else "upernet" if isinstance(dec, UPerNetDecoder) else "fpn",
+            "channels": dec.p5.out_channels
+            if isinstance(dec, FPNDecoder)
+            else model.head.classifier.in_channels,
             "layers": model.layers,
             "refine": model.head.refiner.out.in_channels if model.head.refiner is not None else 0,
         }
+    if isinstance(model, Detector):
+        return model.config()
     raise TypeError(f"no head config for {type(model).__name__}")
 
 

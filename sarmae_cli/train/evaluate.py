@@ -16,15 +16,18 @@ import torch
 from torch import nn
 
 from sarmae_cli.data import labelled as L
+from sarmae_cli.data.detection_labels import scan_detection, shorten
 from sarmae_cli.data.preprocess import InputSpec, check_band_count
 from sarmae_cli.errors import UsageError, WeightsError
 from sarmae_cli.model.checkpoint import WeightsMeta
 from sarmae_cli.model.factory import load_model
 from sarmae_cli.model.runtime import autocast
 from sarmae_cli.train import metrics
+from sarmae_cli.train.detection_dataset import DetectionDataset, group_split, load_images
+from sarmae_cli.train.detection_eval import evaluate_detection, headline_detection, save_pr_png
 
 #: Tasks that have a head and metrics.
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "detection")
 
 
 @torch.no_grad()
@@ -64,6 +67,8 @@ def evaluate(
 
 def headline(m: dict[str, Any]) -> str:
     """One line of the main metrics (percent)."""
+    if "ap50" in m:
+        return headline_detection(m)
     if "overall_accuracy" in m:
         per = " ".join(f"{n} {v * 100:.1f}" for n, v in m["per_class_accuracy"].items() if v is not None)
         oa, mca = m["overall_accuracy"] * 100, m["mean_class_accuracy"] * 100
@@ -91,8 +96,8 @@ def evaluate_weights(
     split_seed = int(meta.training.get("config", {}).get("data", {}).get("split_seed") or 0)
     if meta.task not in TASKS or not meta.class_names:
         raise WeightsError(
-            f"{weights} is {meta.task!r} weights without a task head; evaluate classification or "
-            "segmentation weights made by `sarmae finetune`"
+            f"{weights} is {meta.task!r} weights without a task head; evaluate classification, "
+            "segmentation or detection weights made by `sarmae finetune`"
         )
     spec = stored_spec(meta)
     size = spec.chip_size
@@ -108,6 +113,11 @@ def evaluate_weights(
         val: Any = L.ChipDataset(raws, labels, spec)
         m = evaluate(model, val, meta.task, names, device, batch_size, tta=tta)
         m["tta"] = tta
+    elif meta.task == "detection":
+        m = _evaluate_detection_weights(
+            model, meta, Path(data), device, o, batch_size, tta, holdout, split_seed
+        )
+        report.skipped += m.pop("label_skipped")
     else:
         if tta > 1:
             raise UsageError("--tta applies to classification weights; segmentation is scored in one pass")
@@ -132,6 +142,47 @@ def evaluate_weights(
     m["weights"] = str(weights)
     m["data"] = f"{holdout:g} of {data} (split seed {split_seed})" if holdout else str(data)
     return m, meta
+
+
+def _evaluate_detection_weights(
+    model: nn.Module,
+    meta: WeightsMeta,
+    data: Path,
+    device: torch.device,
+    o: dict[str, Any],
+    batch_size: int,
+    tta: int,
+    holdout: float | None,
+    split_seed: int,
+) -> dict[str, Any]:
+    """Box metrics of detection weights on labelled images (COCO, YOLO or masks), by sliding
+    window with the stored tile and overlap; the stored class names name the classes."""
+    if tta > 1:
+        raise UsageError("--tta applies to classification weights; detection is scored in one pass")
+    spec = stored_spec(meta)
+    names = list(meta.class_names or [])
+    cfg = meta.training.get("config", {})
+    det = meta.training.get("detection", {})
+    pairing = L.Pairing.parse(o["pairing"]) if o.get("pairing") else None
+    min_size = float(cfg.get("detection", {}).get("min_box_size", 1.0))
+    index = scan_detection(data, names, min_size, pairing)
+    samples = index.samples
+    if holdout:
+        from_cfg = cfg.get("data", {}).get("group_by")  # the split fine-tuning made
+        samples = group_split(samples, holdout, split_seed, from_cfg)[1]
+    report = L.LoadReport()
+    raws, targets = load_images(samples, report)
+    check_band_count(raws[0].shape[0], meta.encoder_config.in_chans, meta.bands, f"the dataset {data}")
+    tile, overlap = spec.tiling()
+    m = evaluate_detection(
+        model, DetectionDataset(raws, targets, spec), names, device, tile, overlap,
+        float(det.get("score_thresh", 0.05)), float(det.get("nms_thresh", 0.6)),
+        int(det.get("max_detections", 100)), batch_size,
+    )  # fmt: skip
+    m["warnings"] = shorten(index.report.warnings)
+    m["dropped_boxes"] = index.report.dropped_boxes
+    m["label_skipped"] = index.report.skipped + report.skipped
+    return m
 
 
 def stored_spec(meta: WeightsMeta) -> InputSpec:
@@ -160,6 +211,9 @@ def write_report(
     the JSON's name with .png). Returns the plot's path."""
     png = png_path or json_path.with_suffix(".png")
     metrics.write_json(m, json_path, overwrite=overwrite)
+    if "pr_curve" in m:  # detection: the precision-recall curves
+        save_pr_png(m, png, title=title or json_path.stem)
+        return png
     metrics.save_confusion_png(
         np.array(m["confusion_matrix"]), class_names, png, title=title or json_path.stem
     )

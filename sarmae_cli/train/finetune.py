@@ -40,6 +40,7 @@ from sarmae_cli.model.checkpoint import (
     sub_state,
 )
 from sarmae_cli.model.config import ViTConfig, preset
+from sarmae_cli.model.detector import Detector, detection_loss
 from sarmae_cli.model.factory import save_model
 from sarmae_cli.model.heads import (
     Classifier,
@@ -52,6 +53,9 @@ from sarmae_cli.outputs import check_output
 from sarmae_cli.shipped import RESTORE_HINT, shipped_path
 from sarmae_cli.train import distributed, metrics
 from sarmae_cli.train.config import to_dict
+from sarmae_cli.train.detection_data import peek_detection_bands, prepare_detection
+from sarmae_cli.train.detection_dataset import collate, default_overlap
+from sarmae_cli.train.detection_eval import evaluate_detection, pr_path, save_pr_png
 from sarmae_cli.train.evaluate import confusion_path, evaluate, headline, metrics_path
 from sarmae_cli.train.finetune_config import FinetuneConfig, check_config
 from sarmae_cli.train.finetune_data import Prepared, peek_bands, prepare_classification, prepare_segmentation
@@ -119,8 +123,11 @@ def load_start(cfg: FinetuneConfig, in_chans: int) -> Start:
 def build_model(cfg: FinetuneConfig, start: Start, num_classes: int) -> nn.Module:
     """Classifier or segmenter on the start encoder (drop path, optional frozen encoder)."""
     dpr = 0.0 if cfg.model.freeze_encoder else cfg.model.drop_path
+    det = cfg.detection
     if cfg.task == "classification":
         model: nn.Module = Classifier(start.enc, num_classes, dpr)
+    elif cfg.task == "detection":
+        model = Detector(start.enc, num_classes, det.strides, det.channels, dpr, det.num_convs)
     else:
         model = Segmenter(
             start.enc,
@@ -165,6 +172,8 @@ class FinetuneTask(TrainTask):
             self.loss: nn.Module = SoftTargetCrossEntropy()
         elif cfg.task == "classification":
             self.loss = nn.CrossEntropyLoss(weight, label_smoothing=cfg.label_smoothing)
+        elif cfg.task == "detection":
+            self.collate_fn = collate  # images [B, C, S, S], one box target dict per image
         else:
             self.loss = SegmentationLoss(IGNORE_INDEX, cfg.dice_weight, weight)
 
@@ -172,6 +181,8 @@ class FinetuneTask(TrainTask):
         return param_groups_lrd(self.model, cfg.weight_decay, self.cfg.model.layer_decay)
 
     def training_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.cfg.task == "detection":
+            return self.detection_step(model, batch)
         x, y = batch  # [B, C, S, S], [B] or [B, S, S]
         target = y
         if self.mixup is not None:
@@ -183,6 +194,15 @@ class FinetuneTask(TrainTask):
         valid = y != IGNORE_INDEX
         acc = ((logits.argmax(1) == y) & valid).sum() / valid.sum().clamp_min(1)
         return loss, {"acc": float(acc)}
+
+    def detection_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """torchvision's FCOS losses (focal, GIoU, centerness) of a batch of crops."""
+        x, targets = batch  # [B, C, S, S], B x {"boxes", "labels"}
+        assert isinstance(self.model, Detector)
+        radius = self.cfg.detection.center_sampling_radius
+        losses = detection_loss(model(x), targets, x.shape[-2:], self.model.strides, radius)
+        parts = {"cls": "classification", "box": "bbox_regression", "ctr": "bbox_ctrness"}
+        return sum(losses.values()), {k: float(losses[v].detach()) for k, v in parts.items()}
 
 
 # --------------------------------------------------------------------------- the job
@@ -234,14 +254,18 @@ def finetune(
 
     if resume and not any((run_root / f"seed{s}" / CHECKPOINT).is_file() for s in seeds):
         raise UsageError(f"cannot resume: no checkpoint in {run_root}/seed*; run without --resume")
-    start = load_start(cfg, peek_bands(cfg))
+    start = load_start(cfg, peek_detection_bands(cfg) if cfg.task == "detection" else peek_bands(cfg))
+    prepare = {"classification": prepare_classification, "detection": prepare_detection}
     runs, first = [], None
     for n, seed in enumerate(seeds):
-        prepared = (prepare_classification if cfg.task == "classification" else prepare_segmentation)(
+        prepared = prepare.get(cfg.task, prepare_segmentation)(
             cfg, seed, start.enc.img_size, start.meta.normalization if start.meta else None
         )
         for line in prepared.info.get("warnings", []):
             say(line)
+        info = prepared.info
+        if cfg.task == "detection" and (info["skipped_files"] or info["dropped_boxes"]):
+            say(f"labels: {info['skipped_files']} image(s) skipped, {info['dropped_boxes']} box(es) dropped")
         seed_cfg = _seed_config(cfg, seed, len(prepared.train), env.world_size, say)
         torch.manual_seed(seed)  # head (and random encoder) initialisation
         model = build_model(seed_cfg, start, len(prepared.class_names))
@@ -267,7 +291,20 @@ def finetune(
         tile = prepared.spec.chip_size
         stride = cfg.data.eval_stride or max(1, tile * 3 // 4)
         names = prepared.class_names
-        m = evaluate(model, prepared.val, cfg.task, names, env.device, cfg.eval_batch_size, tile, stride)
+        if cfg.task == "detection":
+            d = cfg.detection
+            overlap = (
+                d.tile_overlap
+                if d.tile_overlap is not None
+                else default_overlap(prepared.train.targets, tile)
+            )
+            stride = tile - overlap
+            m = evaluate_detection(
+                model, prepared.val, names, env.device, tile, overlap, d.score_thresh, d.nms_thresh,
+                d.max_detections, cfg.eval_batch_size,
+            )  # fmt: skip
+        else:
+            m = evaluate(model, prepared.val, cfg.task, names, env.device, cfg.eval_batch_size, tile, stride)
         say(f"seed {seed}: {headline(m)}")
         runs.append({"seed": seed, "steps": result.step, "final_train": result.metrics, **m})
         runs[-1]["data"] = prepared.info
@@ -281,6 +318,9 @@ def finetune(
     save_model(output, model.cpu(), meta, overwrite=overwrite or resume)
     metrics.write_json(doc, metrics_path(output), overwrite=True)
     title = f"{output.name} (seed {runs[0]['seed']})"
+    if cfg.task == "detection":
+        save_pr_png(runs[0], pr_path(output), title=title)
+        return doc
     cm = np.array(runs[0]["confusion_matrix"])
     metrics.save_confusion_png(cm, prepared.class_names, confusion_path(output), title=title)
     return doc
@@ -290,7 +330,7 @@ def _metrics_doc(
     cfg: FinetuneConfig, runs: list[dict[str, Any]], start: Start, output: Path
 ) -> dict[str, Any]:
     """The metrics JSON: every seed's metrics and their mean ± std."""
-    drop = ("seed", "steps", "data", "final_train", "confusion_matrix")
+    drop = ("seed", "steps", "data", "final_train", "confusion_matrix", "pr_curve", "tile")
     scalar = [{k: v for k, v in r.items() if k not in drop} for r in runs]
     return {
         "task": cfg.task,
@@ -308,6 +348,7 @@ def _output_meta(
     """Self-describing metadata of the fine-tuned weights."""
     run = doc["runs"][0]
     keep = ("overall_accuracy", "mean_class_accuracy", "per_class_accuracy", "miou", "iou", "pixel_accuracy")
+    keep += ("ap50", "ap50_95", "ap75", "ap_small", "ap_medium", "ap_large", "ar100", "per_class_ap50")
     if start.meta is not None and len(start.meta.bands) == p.in_chans:
         bands = list(start.meta.bands)
     else:
@@ -321,6 +362,14 @@ def _output_meta(
     }
     if cfg.data.gsd:
         training["gsd"] = float(cfg.data.gsd)
+    if cfg.task == "detection":  # what `decode` and the sliding window need
+        d = cfg.detection
+        training["detection"] = {
+            "score_thresh": d.score_thresh,
+            "nms_thresh": d.nms_thresh,
+            "max_detections": d.max_detections,
+            "longest_object": p.info["longest_object"],
+        }
     if p.coding is not None:
         training["mask_values"] = list(p.coding.values)
         training["ignore_value"] = p.coding.ignore_value
@@ -331,7 +380,7 @@ def _output_meta(
         input_scaling=p.spec.scaling.to_dict(),
         normalization={"mean": list(p.spec.mean), "std": list(p.spec.std)},
         class_names=list(p.class_names),
-        tile={"size": size, "overlap": size - stride if cfg.task == "segmentation" else 0},
+        tile={"size": size, "overlap": size - stride if cfg.task in ("segmentation", "detection") else 0},
         channel_adaptation=start.meta.channel_adaptation if start.meta else None,
         training=training,
         metrics={

@@ -7,6 +7,7 @@ the checks that run before any data is read.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from sarmae_cli.data.augment import AugmentConfig
 from sarmae_cli.data.preprocess import INPUT_SCALES
 from sarmae_cli.errors import UsageError
 from sarmae_cli.train.config import from_dict, merge_config
+from sarmae_cli.train.detection_dataset import DetectionConfig
 from sarmae_cli.train.evaluate import TASKS
 from sarmae_cli.train.loop import LoopConfig
 from sarmae_cli.train.pseudo import REST
@@ -45,6 +47,7 @@ class DataConfig:
     unlabelled: str | None = None  # self-training chips: "rest" (TRAIN's unchosen chips) or a folder
     teacher: str | None = None  # classification weights that pseudo-label the unlabelled chips
     pseudo_threshold: float = 0.9  # keep pseudo-labels with at least this softmax confidence
+    group_by: str | None = None  # regex on image file stems: equal matches stay on one side of the split
 
 
 @dataclass
@@ -68,6 +71,7 @@ class FinetuneConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     blr: float = 1e-3  # base lr: lr = blr x total batch / 256 (unless `lr` is set)
     lr: float | None = None
     label_smoothing: float = 0.1
@@ -80,10 +84,18 @@ class FinetuneConfig:
 def task_defaults(task: str) -> dict[str, Any]:
     """The paper's recipe for `task` (SARMAE_METHOD.md §4) as a config layer."""
     if task not in TASKS:
-        raise UsageError(f"unknown task {task!r}; use classification or segmentation")
+        raise UsageError(f"unknown task {task!r}; use classification, segmentation or detection")
     loop = {"epochs": 30, "batch_size": 64, "warmup_epochs": 5, "weight_decay": 0.05, "betas": [0.9, 0.999]}
     if task == "classification":
         return {"task": task, "loop": loop}
+    if task == "detection":  # ViTDet-style: AdamW, layer decay, crops of 384 px
+        return {
+            "task": task,
+            "lr": 2e-4,
+            "data": {"chip_size": 384},
+            "model": {"layer_decay": 0.8},
+            "loop": {**loop, "epochs": 50, "batch_size": 8, "warmup_epochs": 2},
+        }
     return {"task": task, "lr": 6e-5, "model": {"layer_decay": 0.9}, "loop": {**loop, "batch_size": 8}}
 
 
@@ -129,6 +141,35 @@ def _check_pseudo(cfg: FinetuneConfig) -> None:
         raise UsageError(f"data.unlabelled {d.unlabelled} not found; give a folder of chips or 'rest'")
 
 
+def _check_detection(cfg: FinetuneConfig) -> None:
+    """Detection settings no detector can use (usage errors naming the key)."""
+    d = cfg.detection
+    if d.channels < 32 or d.channels % 32:
+        raise UsageError(f"detection.channels must be a multiple of 32, got {d.channels}")
+    if (
+        not d.strides
+        or any(s not in (4, 8, 16, 32, 64) for s in d.strides)
+        or len(set(d.strides)) != len(d.strides)
+    ):
+        raise UsageError(f"detection.strides must be distinct values of 4, 8, 16, 32, 64, got {d.strides}")
+    for key in ("object_crop", "min_visible"):
+        if not 0.0 <= getattr(d, key) <= 1.0:
+            raise UsageError(f"detection.{key} is a fraction in [0, 1], got {getattr(d, key)}")
+    if not (0 < d.scale[0] <= d.scale[1]):
+        raise UsageError(f"detection.scale must be [low, high] with 0 < low <= high, got {list(d.scale)}")
+    if d.num_convs < 1 or d.max_detections < 1 or d.min_box_size < 0:
+        raise UsageError("detection.num_convs and detection.max_detections must be >= 1, min_box_size >= 0")
+    if cfg.task == "detection" and cfg.data.chip_size and cfg.data.chip_size % 16:
+        raise UsageError(
+            f"detection crops must be a multiple of 16 pixels, got --chip-size {cfg.data.chip_size}"
+        )
+    if cfg.data.group_by:
+        try:
+            re.compile(cfg.data.group_by)
+        except re.error as e:
+            raise UsageError(f"data.group_by {cfg.data.group_by!r} is not a regular expression ({e})") from e
+
+
 def check_config(cfg: FinetuneConfig) -> None:
     """Refuse a configuration that cannot train (usage errors naming the key or flag)."""
     if not cfg.data.train:
@@ -140,5 +181,6 @@ def check_config(cfg: FinetuneConfig) -> None:
     if cfg.data.scaling not in (None, *INPUT_SCALES):
         raise UsageError(f"unknown input scale {cfg.data.scaling!r}; use one of {', '.join(INPUT_SCALES)}")
     cfg.augment.check(cfg.task)
+    _check_detection(cfg)
     _check_mixing(cfg)
     _check_pseudo(cfg)

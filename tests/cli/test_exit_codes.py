@@ -30,7 +30,9 @@ TIF = "needs a .tif or .tiff name"
 #: an empty folder, {afile} a plain file, {existing} a file named like a GeoTIFF output, {w} a
 #: file named like weights (never read: every row that names it is refused before), {junk} a
 #: .safetensors of zeros, {corrupt} a text file named .tif, {evil} a pickle not from torch.save,
-#: {segmenter} the shipped water weights.
+#: {segmenter} the shipped water weights, {rgb} a colour PNG, {pvv} {pvh} VV and VH files of one
+#: scene on different grids, {qvv} {qvv2} two VV files of one scene, {detector} the shipped
+#: ship detector.
 CASES = [
     # segment
     ("segment --task water missing.tif -o o.tif", 2, "input not found: missing.tif"),
@@ -55,6 +57,28 @@ CASES = [
     ("segment --task water {scene} -o o.tif --tile 0", 2, "Invalid value for '--tile'"),
     ("segment --task water {scene} -o o.tif --bands 5", 2, "band 5 does not exist"),
     ("segment --task water {corrupt} -o o.tif", 1, "is not a readable raster"),
+    ("segment --task water {rgb} -o o.tif", 2,
+     "3 bands without polarisation names (band 1, band 2, band 3) for weights that take co-pol"),
+    ("segment --task water {pvv} {pvh} -o o.tif", 2, "have different sizes (64 x 64 and 32 x 32 pixels)"),
+    ("segment --task water {qvv} {qvv2} -o o.tif", 2, "are both VV files of one scene"),
+    ("segment --task water {scene} -o o.tif --gsd 0.4", 2, "a ratio beyond 20x; give --gsd native"),
+    ("segment --task water {scene} -o o.tif --gsd ten", 2, "--gsd 'ten': give auto, native or a pixel size"),
+    # detect
+    ("detect missing.tif -o d.gpkg", 2, "input not found: missing.tif"),
+    ("detect {scene}", 2, "give the output with -o FILE"),
+    ("detect {scene} -o d.xyz", 2,
+     "-o d.xyz: a GeoPackage or GeoJSON of detections needs a .gpkg, .geojson or .json name"),
+    ("detect {scene} -o d.gpkg --points p.txt", 2,
+     "--points p.txt: a CSV of detection points needs a .csv name"),
+    ("detect {scene} -o d.gpkg --preview p.jpg", 2, "--preview p.jpg: a PNG quicklook needs a .png name"),
+    ("detect {scene} -o d.gpkg --min-score 2", 2, "Invalid value for '--min-score'"),
+    ("detect {scene} -o d.gpkg --max-detections 0", 2, "Invalid value for '--max-detections'"),
+    ("detect -w nope.onnx {scene} -o d.gpkg", 2, "weights file not found: nope.onnx"),
+    ("detect --task water {scene} -o d.gpkg", 2,
+     "--task water is the shipped segmentation model, not one for sarmae detect"),
+    ("detect -w {segmenter} {scene} -o d.gpkg", 2,
+     "holds segmentation weights but `sarmae detect` needs detection weights"),
+    ("detect -w {segmenter} {scene} -o d.gpkg --gsd x", 2, "--gsd"),
     # embed
     ("embed missing.tif -o e.parquet", 2, "input not found: missing.tif"),
     ("embed {scene} -o e.xyz", 2, "-o e.xyz: a GeoParquet of tile embeddings needs a .parquet name"),
@@ -62,6 +86,8 @@ CASES = [
     ("embed {chips} -o e.csv", 2, "-o e.csv: a GeoParquet of chip embeddings needs a .parquet name"),
     ("embed {chips} -o e.parquet --dense d.tif", 2, "a folder of chips gives one GeoParquet"),
     ("embed -w nope.onnx {scene} -o e.parquet", 2, "weights file not found: nope.onnx"),
+    ("embed {scene} -o e.parquet --gsd 0", 2, "--gsd '0': give auto, native or a pixel size"),
+    ("embed {rgb} -o e.parquet", 2, "3 bands without polarisation names"),
     # classify
     ("classify missing.png", 2, "input not found: missing.png"),
     ("classify {empty}", 2, "holds no image files"),
@@ -73,6 +99,8 @@ CASES = [
     ("classify {scene} -o c.tif --format csv", 2, "--format is for the classes of chips"),
     ("classify -w nope.safetensors {chips}", 2, "weights file not found: nope.safetensors"),
     ("classify -w {segmenter} {chips}", 2, "holds segmentation weights but `sarmae classify` needs"),
+    ("classify {scene} -o c.tif --gsd -1", 2, "--gsd '-1': give auto, native or a pixel size"),
+    ("classify {rgb}", 2, "a colour picture, not a SAR product"),
     # evaluate
     ("evaluate missing -w {w}", 2, "dataset not found: missing"),
     ("evaluate {empty} -w {w}", 2, "no images (PNG, JPEG, TIFF) found in {empty}"),
@@ -80,6 +108,8 @@ CASES = [
     ("evaluate {chips} -w {w} -o m.xyz", 2,
      "-o m.xyz: a metrics JSON (the plot goes beside it) needs a .json name"),
     ("evaluate {chips} -w {w} --mask-values 0,x", 2, "--mask-values must be comma-separated integers"),
+    ("evaluate {chips} -w {detector}", 1, "holds no detection labels"),
+    ("evaluate {chips} -w {detector} --tta 2", 2, "--tta applies to classification weights"),
     # finetune
     ("finetune missing --task classification -o f.safetensors", 2, "dataset not found: missing"),
     ("finetune {empty} --task classification -o f.safetensors", 2,
@@ -94,6 +124,15 @@ CASES = [
      "--seeds must be comma-separated integers"),
     ("finetune {chips} -o f.safetensors", 2, "--task is required"),
     ("finetune {chips} --task classification -o {w}", 2, "exists; pass --overwrite"),
+    ("finetune {chips} --task detection -o f.safetensors", 1, "holds no detection labels: give a COCO"),
+    ("finetune {chips} --task detection --class-names , -o f.safetensors", 2,
+     "--class-names must be distinct comma-separated names"),
+    ("finetune {chips} --task detection --set detection.channels=48 -o f.safetensors", 2,
+     "detection.channels must be a multiple of 32"),
+    ("finetune {chips} --task detection --set data.group_by=( -o f.safetensors", 2,
+     "data.group_by '(' is not a regular expression"),
+    ("finetune {chips} --task detection --chip-size 100 -o f.safetensors", 2,
+     "detection crops must be a multiple of 16 pixels"),
     # pretrain
     ("pretrain missing -o run", 2, "source not found: missing"),
     ("pretrain {empty} -o run", 2, "no images (PNG, JPEG, TIFF or ZIPs of them) found in {empty}"),
@@ -157,11 +196,25 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "junk.safetensors").write_bytes(b"\0" * 64)
     (tmp_path / "corrupt.tif").write_text("not a raster")
     (tmp_path / "evil.pth").write_bytes(pickle.dumps(Path))  # a plain pickle, not torch.save
+    colour = np.random.default_rng(0).integers(0, 255, (3, 16, 16), dtype=np.uint8)
+    with rasterio.open(
+        tmp_path / "rgb.png", "w", driver="PNG", width=16, height=16, count=3, dtype="uint8"
+    ) as dst:
+        dst.write(colour)  # a colour picture (three different bands)
+    for name, size in (("p_VV.tif", 64), ("p_VH.tif", 32), ("q_VV.tif", 64), ("q-VV.tif", 64)):
+        with rasterio.open(
+            tmp_path / name, "w", driver="GTiff", width=size, height=size, count=1, dtype="float32",
+            crs="EPSG:32631", transform=from_origin(500_000, 5_000_000, 10, 10),
+        ) as dst:  # fmt: skip
+            dst.write(np.full((1, size, size), -12.0, np.float32))
     return {
         "scene": f["scene.tif"], "chips": f["chips"], "empty": f["empty"], "afile": f["afile"],
         "existing": tmp_path / "exists.tif", "w": f["w.safetensors"], "junk": tmp_path / "junk.safetensors",
         "corrupt": tmp_path / "corrupt.tif", "evil": tmp_path / "evil.pth",
-        "segmenter": ROOT / "weights" / "sarmae_water.safetensors",
+        "segmenter": ROOT / "weights" / "sarmae_water.safetensors", "rgb": tmp_path / "rgb.png",
+        "detector": ROOT / "weights" / "sarmae_ships.safetensors",
+        "pvv": tmp_path / "p_VV.tif", "pvh": tmp_path / "p_VH.tif", "qvv": tmp_path / "q_VV.tif",
+        "qvv2": tmp_path / "q-VV.tif",
     }  # fmt: skip
 
 
@@ -198,6 +251,8 @@ LIGHT_REFUSALS = [
     ["segment", "--task", "water", "SCENE", "-o", "o.xyz"],
     ["segment", "-w", "nope.safetensors", "SCENE", "-o", "o.tif"],
     ["segment", "--task", "water", "SCENE", "-o", "o.tif", "--preview", "p.xyz"],
+    ["detect", "SCENE", "-o", "d.xyz"],
+    ["detect", "-w", "nope.safetensors", "SCENE", "-o", "d.gpkg"],
     ["embed", "SCENE", "-o", "e.xyz"],
     ["classify", "SCENE", "-o", "c.xyz"],
     ["evaluate", "missing", "-w", "w.safetensors"],
