@@ -67,3 +67,96 @@ def test_robustness_variants_round_trip_and_keep_the_label_aligned(tmp_path):
         coarse_db, coarse_label = ds.read(1), lds.read(1)
     np.testing.assert_array_equal(coarse_label, water[::2, ::2])
     np.testing.assert_array_equal(coarse_db < -15, water[::2, ::2])  # block means of power
+
+
+def _load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "gpu_stage" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_payload_parts_fit_one_call_each():
+    """First fit in priority order: the most needed wheels go with the first call; a wheel
+    over one call's room is refused."""
+    mod = _load_stage("make_payload")
+    parts = mod.pack({"a": 10, "b": 20, "c": 5, "d": 15}, budget=25)
+    assert parts == [["a", "c"], ["b"], ["d"]]
+    with pytest.raises(SystemExit, match="over one call's room"):
+        mod.pack({"big": 30}, budget=25)
+
+
+def test_gpu_stage_stores_parts_and_refuses_a_lost_one(tmp_path, monkeypatch):
+    """Calls before the last only store their wheels; the last call refuses to run when a part
+    is missing (the machine was given back between the calls)."""
+    import json
+    from argparse import Namespace
+
+    mod = _load_stage("stage34")
+    monkeypatch.setattr(mod, "STORE", tmp_path / "store")
+    monkeypatch.setattr(mod, "PAYLOAD", tmp_path / "payload")
+    for k in (1, 2, 3):
+        d = tmp_path / "payload" / f"part{k}"
+        d.mkdir(parents=True)
+        (d / f"w{k}-1.0-py3-none-any.whl").write_bytes(b"x")
+        (d / "parts.json").write_text(json.dumps({"parts": [["w1"], ["w2"], ["w3"]], "part": k}))
+    args = Namespace(part=1, out=str(tmp_path / "out"), budget=60, only=None, dry_run=False)
+    assert mod.run(args) == 0
+    assert (tmp_path / "store" / "whl" / "w1-1.0-py3-none-any.whl").exists()
+    args.part = 3  # part 2 never came
+    assert mod.run(args) == 1
+    assert "parts 2 are not on this machine" in (tmp_path / "out" / "stage.log").read_text()
+
+
+def test_gpu_stage_groups_pytest_failures():
+    mod = _load_stage("stage34")
+    log = (
+        "FAILED tests/a.py::t1 - ModuleNotFoundError: No module named 'geopandas'\n"
+        "FAILED tests/b.py::t2 - ModuleNotFoundError: No module named 'geopandas'\n"
+        "ERROR tests/c.py::t3 - Failed: Timeout >120.0s\n"
+        "= 2 failed, 1 error, 700 passed in 130.2s =\n"
+    )
+    text = mod.pytest_summary(log)
+    assert text.splitlines()[0].startswith("= 2 failed")
+    assert "   2 x ModuleNotFoundError: No module named 'geopandas'" in text
+    assert "   1 x Failed: Timeout >N" in text
+
+
+@pytest.mark.slow
+def test_gpu_stage_dry_run_on_cpu(tmp_path):
+    """The GPU stage rehearsed on the CPU: every section runs (toy sizes, pytest collects the
+    whole suite) and its results are where the GPU call would bring them back from."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "benchmarks/gpu_stage/stage34.py",
+        "--dry-run",
+        "--out",
+        str(tmp_path),
+        "--budget",
+        "1500",
+    ]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {k: v["rc"] for k, v in summary.items()} == {
+        "env": 0,
+        "segment": 0,
+        "step": 0,
+        "ort": 0,
+        "pytest": 0,
+    }
+    assert summary["segment"]["tiles"] == 9 and 0 < summary["segment"]["model_over_end_to_end"]
+    assert [r["variant"] for r in summary["step"]["rows"] if "ms_per_step" in r] == ["eager", "compile"]
+    assert (
+        summary["ort"]["provider"] == "CPUExecutionProvider"
+        and summary["ort"]["max_probability_difference"] < 1e-3
+    )
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) <= 8 and "pytest_summary.txt" in files  # at most 8 files come back from $OUT
+    assert " tests collected" in (tmp_path / "pytest_summary.txt").read_text()

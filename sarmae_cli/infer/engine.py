@@ -1,7 +1,8 @@
 """The streaming sliding-window engine.
 
 Dense outputs (`predict_dense`): the scene is read one row of tiles at a time (a band of
-`tile` rows across the full width, boundless at the edges), cut into tiles, batched to the
+`tile` rows, boundless at the edges, read in pieces of `READ_COLUMNS` tile columns so that
+the reading's temporaries do not grow with the width), cut into tiles, batched to the
 backend, and the predictions are blended with a raised-cosine weight into an accumulator
 that holds one row of tiles. As soon as the next row of tiles starts, the rows above it are
 final and go to the sink. Memory therefore depends on the tile size, the scene width and the
@@ -24,12 +25,19 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from sarmae_cli.data.geometry import NATIVE
 from sarmae_cli.infer.backend import Backend
 from sarmae_cli.infer.scene import Scene
 from sarmae_cli.infer.tiling import Grid, check_tiling, output_size, tile_weight
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
+#: Tile columns per read of a dense row band (on the scene's own grid). One read of the whole
+#: width made the reading's float32 temporaries (raw, dB, stretch, normalised) the largest
+#: memory that grows with the width; in pieces, peak RSS fell from 928 to 910 MB at 8192 px
+#: wide and from 1086 to 997 MB at 16384 (null model, docs/benchmarks.md). Pieces re-read
+#: only the tile overlap at their seams.
+READ_COLUMNS = 16
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -151,9 +159,10 @@ class _Accumulator:
         """Flush the rows the current tile row finished and move to the next tile row."""
         y0, y1 = self.grid.finished_rows(self.row)
         n = y1 - y0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.where(self.wsum[:n] > 0, self.acc[:, :n] / self.wsum[:n], 0.0).astype(np.float32)
-        self.sink.write_rows(y0, values, self.valid[:n] & (self.wsum[:n] > 0))
+        wsum = self.wsum[:n]
+        values = np.zeros_like(self.acc[:, :n])  # [K, n, Wo], one new array (no temporaries)
+        np.divide(self.acc[:, :n], wsum, out=values, where=wsum > 0)
+        self.sink.write_rows(y0, values, self.valid[:n] & (wsum > 0))
         self.row += 1
         if self.row >= len(self.rows):
             return
@@ -200,14 +209,26 @@ def predict_dense(
     stats = RunStats(tiles=len(grid))
     band_w = grid.width * s
 
+    cols = grid.cols
+    # a resampled scene is read in whole bands: resampling a piece is not exactly resampling
+    # that part of a wider window
+    step = READ_COLUMNS if scene.scale == NATIVE else len(cols)
+    pieces = [cols[i : i + step] for i in range(0, len(cols), step)]
+
     def rows() -> Iterator[_RowItem]:
         for r, y in enumerate(grid.rows):
-            x, valid = scene.read(y * s, 0, tile, max(band_w, tile))  # [C, T, W'], [T, W']
-            vout = _output_valid(valid, s, (to, max(grid.width, to)))
+            valid = np.zeros((tile, max(band_w, tile)), bool)  # [T, W']
             tiles = []
-            for c, x0 in enumerate(grid.cols):
-                if valid[:, x0 * s : x0 * s + tile].any():
-                    tiles.append((c, x[:, :, x0 * s : x0 * s + tile]))  # views of the band
+            c = 0
+            for piece in pieces:
+                xa, xb = piece[0] * s, piece[-1] * s + tile  # input columns of these tiles
+                x, v = scene.read(y * s, xa, tile, xb - xa)  # [C, T, xb - xa], [T, xb - xa]
+                valid[:, xa:xb] = v
+                for x0 in piece:
+                    if v[:, x0 * s - xa : x0 * s - xa + tile].any():
+                        tiles.append((c, x[:, :, x0 * s - xa : x0 * s - xa + tile]))  # views
+                    c += 1
+            vout = _output_valid(valid, s, (to, max(grid.width, to)))
             yield _RowItem(r, vout[:, : grid.width], tiles)
 
     acc = _Accumulator(grid, backend.out_channels, sink)

@@ -169,3 +169,36 @@ def test_prefetch_propagates_errors_and_stops():
     assert next(it) == 0
     it.close()  # stops the producer thread
     assert list(prefetch(range(5), 0)) == list(range(5))
+
+
+def _recording(read, widths):
+    """`read` that also records the width of every read."""
+
+    def wrapper(y, x, h, w):
+        widths.append(w)
+        return read(y, x, h, w)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("backend", [BoxBackend(), PoolBackend(16)])
+def test_row_bands_read_in_pieces_give_the_same_output(tmp_path, monkeypatch, backend):
+    """Reading each row of tiles in pieces of 2 tile columns (scene 33 x 300 px: 18 columns
+    of 32-px tiles at overlap 16) gives exactly what one read of the whole width gives, nodata
+    included, and no read is wider than 2 tiles and their overlap."""
+    from sarmae_cli.infer import engine
+
+    data = db_scene(33, 300)
+    data[:, 5:9, 100:140] = np.nan
+    outputs = []
+    for columns in (100, 2):
+        monkeypatch.setattr(engine, "READ_COLUMNS", columns)
+        with _scene(tmp_path, data) as sc:
+            widths: list[int] = []
+            monkeypatch.setattr(sc, "read", _recording(sc.read, widths))
+            sink = Rows()
+            predict_dense(sc, backend, sink, tile=32, overlap=16, batch_size=3)
+            outputs.append(sink.image())
+    assert max(widths) == 32 + 16  # two tiles 16 px apart
+    np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
+    np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
