@@ -74,7 +74,8 @@ def _spec(models: Models) -> InputSpec:
     return InputSpec.from_meta(models.meta.to_dict())
 
 
-def _tiling(models: Models, opts: Options, dense: bool) -> tuple[int, int]:
+def tile_settings(models: Models, opts: Options, dense: bool) -> tuple[int, int]:
+    """Tile size and overlap: the options, else the weights' defaults (dense or per-tile)."""
     tile, overlap = _spec(models).tiling(opts.tile, opts.overlap, dense)
     if models.fixed_tile and tile != models.fixed_tile:
         raise UsageError(
@@ -84,11 +85,13 @@ def _tiling(models: Models, opts: Options, dense: bool) -> tuple[int, int]:
     return tile, overlap
 
 
-def _open(path: Path, models: Models, opts: Options, gsd: str | float = "native") -> Scene:
+def open_input(path: Path, models: Models, opts: Options, gsd: str | float = "native") -> Scene:
+    """Open one input (file, virtual path or per-polarisation stack) as the weights expect it."""
     return open_scene(path, models.meta, opts.bands, opts.nodata, opts.input_scale, gsd=gsd)
 
 
-def _summary(path: Path, scene: Scene, backend: Any, stats: Any, t0: float, outputs: list[Path]) -> dict:
+def run_summary(path: Path, scene: Scene, backend: Any, stats: Any, t0: float, outputs: list[Path]) -> dict:
+    """The per-scene summary every scene command prints (and returns with --json)."""
     return {
         "input": str(path),
         "outputs": [str(p) for p in outputs],
@@ -117,12 +120,12 @@ def segment_scene(
     COG (float32, NaN nodata), class polygons (.gpkg/.geojson) and a quicklook PNG."""
     t0 = time.perf_counter()
     outputs = check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
-    with gdal_env(), _open(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
+    with gdal_env(), open_input(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
         if scene.scale != NATIVE:
             scene.gsd_note += "; outputs on the input grid"
         backend = models.backend(len(scene.indexes), "probabilities")
         names = models.class_names
-        tile, overlap = _tiling(models, opts, dense=True)
+        tile, overlap = tile_settings(models, opts, dense=True)
         common = scene.georef()
         tags = class_tags(names, WEIGHTS=models.path.name)
         spec = RasterSpec(
@@ -144,7 +147,7 @@ def segment_scene(
             return predict_dense(scene, backend, sink, tile, overlap, opts.batch_size, opts.progress)
 
         stats = write_class_outputs(scene, targets, names, opts, stack, run)
-        summary = _summary(Path(path), scene, backend, stats, t0, outputs)
+        summary = run_summary(Path(path), scene, backend, stats, t0, outputs)
     summary["classes"] = names
     return summary
 
@@ -186,9 +189,9 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
         check_output(p, opts.overwrite, inputs=[path])
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise UsageError("output paths must differ from each other")
-    with gdal_env(), _open(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
+    with gdal_env(), open_input(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
         backend = models.backend(len(scene.indexes), "pooled")
-        tile, overlap = _tiling(models, opts, dense=False)
+        tile, overlap = tile_settings(models, opts, dense=False)
         results, stats = predict_tiles(scene, backend, tile, overlap, opts.batch_size, opts.progress)
         rows = list(results)
         footprints, footprint_crs = _footprints(scene, rows)
@@ -219,7 +222,7 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
             )  # fmt: skip
             tmp_dense = stack.enter_context(atomic_output(Path(dense), opts.overwrite))
             sink = CogSink(stack.enter_context(temp_beside(Path(dense))), spec, encode_float, opts.co)
-            dtile, doverlap = _tiling(models, opts, dense=True)
+            dtile, doverlap = tile_settings(models, opts, dense=True)
             try:
                 dstats = predict_dense(scene, fb, sink, dtile, doverlap // p * p, opts.batch_size)
             except BaseException:
@@ -227,7 +230,7 @@ def embed_scene(path: Path, output: Path, models: Models, opts: Options, dense: 
                 raise
             sink.finish(tmp_dense)
             stats.model_seconds += dstats.model_seconds
-        summary = _summary(Path(path), scene, backend, stats, t0, outputs)
+        summary = run_summary(Path(path), scene, backend, stats, t0, outputs)
     summary["embedding_dim"] = backend.out_channels
     return summary
 
@@ -251,7 +254,7 @@ def list_chips(inputs: list[str | Path]) -> list[Path | VirtualPath]:
 def _chip_input(path: Path, models: Models, opts: Options, size: int) -> tuple[np.ndarray, Scene]:
     """A whole chip as model input [C, size, size] (its own per-chip statistics), resized or
     centre-cropped as the weights were trained (`training.preprocess.fit`)."""
-    scene = _open(path, models, opts)
+    scene = open_input(path, models, opts)
     if scene.empty:
         scene.close()
         raise raster.RasterError(
@@ -359,9 +362,9 @@ def classify_scene(path: Path, output: Path, models: Models, opts: Options) -> d
     transform scaled by the tile stride), uint8 with colormap, 255 for tiles without data."""
     t0 = time.perf_counter()
     check_output(Path(output), opts.overwrite, inputs=[path])
-    with gdal_env(), _open(path, models, opts, opts.gsd) as scene:
+    with gdal_env(), open_input(path, models, opts, opts.gsd) as scene:
         backend = models.backend(len(scene.indexes), "probabilities")
-        tile, overlap = _tiling(models, opts, dense=False)
+        tile, overlap = tile_settings(models, opts, dense=False)
         results, stats = predict_tiles(scene, backend, tile, overlap, opts.batch_size, opts.progress)
         stride = tile - overlap
         n_rows = -(-max(scene.height - tile, 0) // stride) + 1
@@ -382,6 +385,6 @@ def classify_scene(path: Path, output: Path, models: Models, opts: Options) -> d
             finally:
                 w.close()
             to_cog(tmp_tif, tmp, spec, opts.co)
-        summary = _summary(Path(path), scene, backend, stats, t0, [Path(output)])
+        summary = run_summary(Path(path), scene, backend, stats, t0, [Path(output)])
     summary["classes"] = names
     return summary

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from sarmae_cli.errors import UsageError
-from sarmae_cli.infer.api import Options, _open, _summary, _tiling, gdal_env
+from sarmae_cli.infer.api import Options, gdal_env, open_input, run_summary, tile_settings
 from sarmae_cli.infer.backend import Backend
 from sarmae_cli.infer.boxes import Boxes, BoxMerger, trusted
 from sarmae_cli.infer.engine import Progress, RunStats, auto_prefetch, prefetch
@@ -211,11 +211,11 @@ def detect_scene(
     head = models.meta.head or {}
     recorded = (models.meta.training or {}).get("detection") or {}
     min_score, max_det, nms_iou = dopts.resolved(recorded)
-    with gdal_env(), _open(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
+    with gdal_env(), open_input(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
         if scene.scale != (1.0, 1.0):
             scene.gsd_note += "; boxes on the input grid"
         backend = models.backend(len(scene.indexes), "detections")
-        tile, overlap = _tiling(models, opts, dense=True)
+        tile, overlap = tile_settings(models, opts, dense=True)
         decoder = detector_decoder([int(s) for s in head["strides"]], min_score, nms_iou)
         merger = BoxMerger(nms_iou, max_det)
         stats = predict_boxes(scene, backend, decoder, merger, tile, overlap, opts.batch_size, opts.progress)
@@ -228,7 +228,7 @@ def detect_scene(
         if preview is not None:
             tmp = stack.enter_context(atomic_output(Path(preview), opts.overwrite))
             write_box_preview(scene, found, tmp)
-        summary = _summary(Path(path), scene, backend, stats, t0, outputs)
+        summary = run_summary(Path(path), scene, backend, stats, t0, outputs)
     summary["warnings"] += overlap_warnings(overlap, recorded.get("longest_object"))
     counts = {n: int((found.labels == i).sum()) for i, n in enumerate(names)}
     summary["notes"].append(
