@@ -108,3 +108,17 @@ def test_model_card_configs_are_valid(path):
         cfg = resolve_config("segmentation" if "water" in path.name else "classification", layer)
         if cfg.class_weights is not None:
             class_weight_tensor(cfg.class_weights, 2)
+
+
+def test_ship_detector_records_its_operating_point():
+    """`sarmae detect --task ships` without --min-score uses the cut stored in the weights (the
+    held-out F1 optimum), the one its model card states."""
+    from sarmae_cli.infer.detect import DetectOptions
+
+    recorded = read_meta(WEIGHTS / "sarmae_ships.safetensors").training["detection"]
+    cut = recorded["min_score"]
+    assert 0.0 < cut < 1.0
+    card = (WEIGHTS.parent / "docs" / "model_cards" / "sarmae_ships.md").read_text()
+    assert f"keeps boxes scoring ≥ **{cut:g}** without `--min-score`" in card
+    assert DetectOptions().resolved(recorded)[0] == cut
+    assert DetectOptions(min_score=0.2).resolved(recorded)[0] == 0.2

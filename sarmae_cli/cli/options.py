@@ -116,7 +116,10 @@ Nodata = Annotated[
 MinScore = Annotated[
     float | None,
     typer.Option(
-        "--min-score", min=0.0, max=1.0, help="Keep objects scoring at least this (default: the weights')."
+        "--min-score",
+        min=0.0,
+        max=1.0,
+        help="Keep objects scoring at least this (default: the cut stored in the weights, else 0.5).",
     ),
 ]
 MaxDetections = Annotated[

@@ -197,6 +197,12 @@ def info(
     table.add_row("normalization", json.dumps(s["normalization"]))
     table.add_row("classes", ", ".join(s["class_names"] or []) or "-")
     table.add_row("tile", f"{s['tile'].get('size')} px, overlap {s['tile'].get('overlap')} px")
+    if s["task"] == "detection":
+        from sarmae_cli.infer.detect import DEFAULT_MIN_SCORE
+
+        stored = ((s["training"] or {}).get("detection") or {}).get("min_score")
+        cut = f"{stored:g}" if stored is not None else f"{DEFAULT_MIN_SCORE:g} (none stored)"
+        table.add_row("detect --min-score", cut)
     if s["channel_adaptation"]:
         table.add_row("channel adaptation", json.dumps(s["channel_adaptation"]))
     for k, v in s["provenance"].items():
@@ -232,11 +238,25 @@ def convert(
             "--gsd", min=0.01, help="Pixel size (metres) the weights were trained at; --gsd auto uses it."
         ),
     ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            "--min-score",
+            min=0.0,
+            max=1.0,
+            help="Detectors: the score cut-off `sarmae detect` uses without --min-score, in [0, 1).",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Copy weights as fp16 and/or without the MAE decoder (how the shipped files are made).
 
+    Tensors are copied as they are unless --fp16 or --drop-mae-decoder is given; --tile,
+    --overlap, --gsd and --min-score change only the metadata.
+
     $ sarmae weights convert runs/pt/encoder.safetensors --fp16 --drop-mae-decoder -o enc.safetensors
+
+    $ sarmae weights convert ships.safetensors --min-score 0.55 -o ships_op.safetensors
     """
     require_path(src, "weights file", WeightsNotFoundError)
     check_extension(output, "safetensors", "-o", "the converted weights file")
@@ -247,11 +267,12 @@ def convert(
         ["--overlap", str(overlap)] if overlap is not None else []
     )
     argv += ["--gsd", f"{gsd:g}"] if gsd else []
+    argv += ["--min-score", f"{min_score:g}"] if min_score is not None else []
     from sarmae_cli.model import checkpoint
 
     tiles = {k: v for k, v in {"size": tile, "overlap": overlap}.items() if v is not None}
     meta = checkpoint.convert_weights(
-        src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv), tiles or None, gsd
+        src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv), tiles or None, gsd, min_score
     )
     size = output.stat().st_size / 1e6
     typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}, {size:.1f} MB", err=True)

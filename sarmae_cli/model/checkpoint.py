@@ -26,7 +26,13 @@ from safetensors.torch import load_file, save_file
 from timm.models import adapt_input_conv
 
 from sarmae_cli import __version__
-from sarmae_cli.errors import UnsafeCheckpointError, WeightsError, WeightsNotFoundError
+from sarmae_cli.errors import (
+    UnsafeCheckpointError,
+    UsageError,
+    WeightsError,
+    WeightsNotFoundError,
+    WrongWeightsError,
+)
 from sarmae_cli.model.config import DecoderConfig, ViTConfig
 from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.outputs import atomic_output
@@ -167,14 +173,25 @@ def convert_weights(
     command: str | None = None,
     tile: dict[str, int] | None = None,
     gsd: float | None = None,
+    min_score: float | None = None,
 ) -> WeightsMeta:
     """Copy `src` to `dst` (checksum verified), optionally storing floats as fp16, dropping
     the MAE decoder of pretraining weights (what `embed` and fine-tuning need is the encoder),
-    setting the default inference `tile` ({"size", "overlap"}) and recording the pixel size
-    the weights were trained at (`gsd`, metres: `training.gsd`). The original provenance is
-    kept under `provenance.converted_from`."""
+    setting the default inference `tile` ({"size", "overlap"}), recording the pixel size
+    the weights were trained at (`gsd`, metres: `training.gsd`) and, for detectors, the default
+    score cut-off of `sarmae detect` (`min_score`: `training.detection.min_score`). The
+    original provenance is kept under `provenance.converted_from`."""
     src, dst = Path(src), Path(dst)
     tensors, meta = read_weights(src)
+    if min_score is not None:
+        if meta.task != "detection":
+            raise WrongWeightsError(
+                f"--min-score is the default score cut-off of detectors; {src} holds {meta.task} weights"
+            )
+        if not 0.0 <= min_score < 1.0:
+            raise UsageError(f"--min-score {min_score:g} must be in [0, 1)")
+        detection = {**meta.training.get("detection", {}), "min_score": float(min_score)}
+        meta.training = {**meta.training, "detection": detection}
     if gsd is not None:
         if not gsd > 0:
             raise WeightsError(f"--gsd {gsd}: give the training pixel size in metres, e.g. 10")

@@ -158,6 +158,11 @@ CASES = [
     ("weights import {evil} -o i.safetensors", 1, "is not a PyTorch checkpoint sarmae can read safely"),
     ("weights convert nope.safetensors -o c.safetensors", 2, "weights file not found: nope.safetensors"),
     ("weights convert {w} -o c.xyz", 2, "-o c.xyz: the converted weights file needs a .safetensors name"),
+    ("weights convert {w} -o c.safetensors --min-score 2", 2, "Invalid value for '--min-score'"),
+    ("weights convert {w} -o c.safetensors --min-score -0.1", 2, "Invalid value for '--min-score'"),
+    ("weights convert {detector} -o c.safetensors --min-score 1", 2, "--min-score 1 must be in [0, 1)"),
+    ("weights convert {segmenter} -o c.safetensors --min-score 0.3", 2,
+     "is the default score cut-off of detectors;"),
     ("weights snapshot missing -o s.safetensors", 2, "run folder not found: missing"),
     ("weights snapshot {empty} -o s.xyz", 2, "-o s.xyz: the weights file needs a .safetensors name"),
 ]  # fmt: skip

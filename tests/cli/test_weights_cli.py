@@ -203,3 +203,40 @@ def test_convert_sets_the_default_tile(invoke, tiny_official, tmp_path):
     r = invoke("weights", "convert", enc, "--tile", "250", "-o", tmp_path / "bad.safetensors")
     assert r.exit_code == 1 and "multiple of the patch size" in r.stderr
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_convert_stores_the_detect_min_score_and_keeps_the_tensors(invoke, tmp_path):
+    """`--min-score` writes `training.detection.min_score` (the default of `sarmae detect`) and
+    changes nothing else: the same tensors, byte for byte, and the same checksum; `weights info`
+    shows it, and files without it show the 0.5 `detect` falls back to."""
+    from safetensors.torch import load_file
+
+    from tests.infer.conftest import make_detector
+
+    det = make_detector(tmp_path / "det32.safetensors")
+    half = tmp_path / "det.safetensors"
+    assert invoke("weights", "convert", det, "--fp16", "-o", half).exit_code == 0  # as shipped
+    out = tmp_path / "op.safetensors"
+    r = invoke("weights", "convert", half, "--min-score", "0.35", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    before, after = read_meta(half), read_meta(out)
+    assert after.training["detection"]["min_score"] == 0.35
+    assert "min_score" not in before.training.get("detection", {})
+    assert {k: v for k, v in after.training.items() if k != "detection"} == {
+        k: v for k, v in before.training.items() if k != "detection"
+    }
+    assert after.tensors_sha256 == before.tensors_sha256 and after.tile == before.tile
+    assert after.provenance["command"].endswith("--min-score 0.35")
+    a, b = load_file(str(half)), load_file(str(out))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype == (torch.float16 if a[k].is_floating_point() else a[k].dtype)
+        assert torch.equal(a[k].reshape(-1).view(torch.uint8), b[k].reshape(-1).view(torch.uint8)), k
+    r = invoke("weights", "info", out)
+    assert r.exit_code == 0 and "detect --min-score" in r.stdout and "0.35" in r.stdout
+    r = invoke("weights", "info", half)
+    assert r.exit_code == 0 and "0.5 (none stored)" in r.stdout
+    # a stored cut can be replaced by another, and 0 is a valid cut
+    again = tmp_path / "zero.safetensors"
+    assert invoke("weights", "convert", out, "--min-score", "0", "-o", again).exit_code == 0
+    assert read_meta(again).training["detection"]["min_score"] == 0.0

@@ -357,3 +357,29 @@ def test_wrong_task_weights_are_refused(invoke, detector, tmp_path, monkeypatch,
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["sea.tif", "seg.safetensors", "cls.safetensors"]
     )
+
+
+def test_detect_uses_the_min_score_stored_in_the_weights(invoke, detector, tmp_path):
+    """Without --min-score, `detect` takes `training.detection.min_score` (written by `sarmae
+    weights convert --min-score`), else 0.5; --min-score overrides the stored cut. The random
+    detector's boxes score about 0.07: a stored 0.05 keeps them, 0.5 none."""
+    scene = write_scene(tmp_path / "sea.tif", sea(90, 130, SHIPS[:1]))
+    low = tmp_path / "low.safetensors"
+    assert invoke("weights", "convert", detector, "--min-score", "0.05", "-o", low).exit_code == 0
+
+    def detect(weights: Path, name: str, *extra: str) -> tuple[dict, gpd.GeoDataFrame]:
+        out = tmp_path / f"{name}.gpkg"
+        r = invoke("detect", "-w", weights, scene, "-o", out, "--device", "cpu", "--json", "-q", *extra)
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)["results"][0], gpd.read_file(out)
+
+    stored, gdf = detect(low, "stored")
+    assert stored["min_score"] == 0.05 and stored["detections"] == len(gdf) > 0
+    assert (gdf["score"] >= 0.05).all()
+    plain, gdf = detect(detector, "plain")  # no stored cut: 0.5
+    assert plain["min_score"] == 0.5 and plain["detections"] == len(gdf) == 0
+    flag, gdf = detect(low, "flag", "--min-score", "0.5")  # the flag wins over the stored cut
+    assert flag["min_score"] == 0.5 and flag["detections"] == len(gdf) == 0
+    mid = float(np.median(gpd.read_file(tmp_path / "stored.gpkg")["score"]))
+    flag, gdf = detect(low, "mid", "--min-score", f"{mid}")
+    assert 0 < flag["detections"] < stored["detections"] and (gdf["score"] >= mid - 1e-4).all()
