@@ -30,9 +30,10 @@ import numpy as np
 import rasterio
 from PIL import Image
 
+from sarmae_cli.data.bimodal import Params, otsu
 from sarmae_cli.data.synthetic import as_mode
 from sarmae_cli.infer.api import Options
-from sarmae_cli.infer.threshold import Params, otsu, threshold_image, threshold_scene
+from sarmae_cli.infer.threshold import threshold_image, threshold_scene
 from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
 
 DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -128,7 +128,7 @@ class Radiometry:
     per-band stretch range computed once for the whole scene, and per-band normalisation."""
 
     scaling: Scaling
-    ranges: np.ndarray  # [C, 2] per-band stretch (lo, hi)
+    ranges: np.ndarray  # [C, K] per-band stretch knots: (lo, hi), or K quantiles to equalize
     mean: list[float]
     std: list[float]
     notes: list[str] = field(default_factory=list)  # what was chosen, for the user
@@ -217,7 +217,7 @@ class InputSpec:
         else:
             mode, reason = input_scale, "--input-scale"
         scaling = scene_scaling(self.scaling, mode, reason)
-        ranges = stretch_range(to_db(sample, mode), scaling)  # [C, 2]
+        ranges = stretch_range(to_db(sample, mode), scaling)  # [C, K]
         n = sample.shape[0]
         return Radiometry(scaling, ranges, per_band(self.mean, n), per_band(self.std, n), notes)
 

@@ -61,7 +61,7 @@ class DataConfig:
     """How files become model input (see the module docstring)."""
 
     scaling: str = "auto"  # auto or one of scaling.MODES
-    stretch: str = "fixed"  # dB -> [0, 1]: fixed `db_range` or per-image `percentiles`
+    stretch: str = "fixed"  # dB -> [0, 1]: fixed `db_range`, per-image `percentiles` or `equalize`
     db_range: tuple[float, float] = (-30.0, 5.0)
     percentiles: tuple[float, float] = (2.0, 98.0)
     mean: tuple[float, ...] = (0.5,)  # per band, after scaling to [0, 1]: (u - mean) / std
@@ -100,7 +100,7 @@ class ImageRecord:
     bands: int
     mode: str  # input scaling mode
     rule: str  # why this mode
-    ranges: tuple[tuple[float, float], ...] | None  # per-band stretch; None: per-crop percentiles
+    ranges: tuple[tuple[float, ...], ...] | None  # per-band stretch knots; None: per-crop statistics
     nodata: float | None = None
     opt: str | None = None  # paired optical chip
 
@@ -282,7 +282,7 @@ def probe(path: Path, cfg: DataConfig, opt: Path | None = None) -> ImageRecord:
     ranges = None
     if sc.stretch == "fixed" or mode == "uint8" or kind == "scene":
         db = scaling.to_db(sample, mode)
-        ranges = tuple((float(lo), float(hi)) for lo, hi in scaling.stretch_range(db, sc))
+        ranges = tuple(tuple(float(x) for x in knots) for knots in scaling.stretch_range(db, sc))
     return ImageRecord(str(path), kind, h, w, bands, mode, rule, ranges, nodata, str(opt) if opt else None)
 
 
@@ -413,7 +413,7 @@ class PretrainData(Dataset):
         if rec.mode == "uint8":
             return 0.0
         if rec.ranges:
-            return float(np.mean([hi - lo for lo, hi in rec.ranges]))
+            return float(np.mean([knots[-1] - knots[0] for knots in rec.ranges]))
         return float(self.cfg.db_range[1] - self.cfg.db_range[0])
 
     def normalize(self, unit: torch.Tensor) -> torch.Tensor:

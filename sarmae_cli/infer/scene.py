@@ -57,7 +57,7 @@ class Scene:
 
     @property
     def ranges(self) -> np.ndarray:
-        """[C, 2] per-band stretch (lo, hi)."""
+        """[C, K] per-band stretch knots (`scaling.stretch_range`)."""
         return self.radiometry.ranges
 
     @property

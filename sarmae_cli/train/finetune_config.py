@@ -36,7 +36,7 @@ class DataConfig:
     fit: str = "resize"  # chips of other sizes: "resize" or "center_crop"
     crop: int | None = None  # centre-crop N pixels first, then resize to chip_size (zoom)
     scaling: str | None = None  # input scaling mode; None or "auto": detected from the data
-    stretch: str = "fixed"  # "fixed" range, or per-image/scene "percentile" (radiometry-robust)
+    stretch: str = "fixed"  # "fixed" range, per-image/scene "percentile" or "equalize" (radiometry-robust)
     gsd: float | None = None  # pixel size of the training data (metres), recorded for --gsd auto
     balance: bool = False  # oversample classes to equal counts (imbalanced sets)
     class_names: list[str] | None = None  # segmentation class names (index = class id)

@@ -94,3 +94,73 @@ def test_percentile_stretch_of_uint8_renderings_removes_their_rendering():
     assert float(np.abs(ua - ub).mean()) < 0.01
     fixed = Scaling("uint8")
     assert stretch_range(to_db(b, "uint8"), fixed).tolist() == [[0.0, 255.0]]
+
+
+def test_equalize_stretch_is_invariant_to_increasing_display_curves():
+    """Gamma and log display curves change the percentile stretch's input, not equalize's."""
+    rng = np.random.default_rng(3)
+    amp = rng.gamma(2.0, 20.0, (1, 64, 64)).astype(np.float32)
+    x = np.clip(amp, 0, 255).astype(np.uint8)
+    curves = {
+        "gamma 0.5": (255 * (x / 255.0) ** 0.5).astype(np.uint8),
+        "log": (255 * np.log1p(x.astype(np.float32)) / np.log(256)).astype(np.uint8),
+    }
+    eq, pc = Scaling("uint8", stretch="equalize"), Scaling("uint8", stretch="percentile")
+
+    def unit(a: np.ndarray, s: Scaling) -> np.ndarray:
+        db = to_db(a, "uint8")
+        return to_unit(db, stretch_range(db, s))
+
+    for name, y in curves.items():
+        gap_eq = float(np.abs(unit(x, eq) - unit(y, eq)).mean())
+        gap_pc = float(np.abs(unit(x, pc) - unit(y, pc)).mean())
+        assert gap_eq < 0.01 < gap_pc, (name, gap_eq, gap_pc)
+    u = unit(x, eq)
+    assert 0.45 < float(u.mean()) < 0.55 and u.min() >= 0 and u.max() <= 1  # about uniform
+
+
+def test_equalize_maps_ties_to_mid_rank_and_keeps_nan():
+    """A value that fills several quantiles maps to the middle of its share, NaN stays NaN."""
+    from sarmae_cli.data.scaling import EQUALIZE_KNOTS, knot_levels
+
+    db = np.zeros((2, 10, 10), np.float32)
+    db[:, 6:] = 5.0  # 60 % zeros, 40 % fives
+    db[1, 0, 0] = np.nan
+    s = Scaling("db", stretch="equalize")
+    knots = stretch_range(db, s)
+    assert knots.shape == (2, EQUALIZE_KNOTS)
+    u = to_unit(db, knots)
+    assert np.isnan(u[1, 0, 0]) and np.isfinite(u[0]).all()
+    assert abs(float(u[0, 0, 0]) - 0.3) < 0.01 and abs(float(u[0, 9, 9]) - 0.8) < 0.01
+    assert knot_levels(np.array([0.0, 0.0, 1.0])).tolist() == [0.25, 0.25, 1.0]
+
+
+def test_scene_scaling_keeps_equalize_for_uint16():
+    from sarmae_cli.data.scaling import scene_scaling
+
+    assert scene_scaling(Scaling("db", stretch="equalize"), "uint16").stretch == "equalize"
+    assert scene_scaling(Scaling("db", stretch="percentile"), "uint16").stretch == "percentile"
+
+
+def test_anchored_stretch_puts_the_land_water_split_at_mid_grey():
+    """A scene with dark water and bright land: the split goes to 0.5, whatever the calibration
+    offset; a scene without water falls back to the plain percentile stretch."""
+    rng = np.random.default_rng(4)
+    db = np.full((1, 128, 128), -8.0, np.float32)
+    db[:, :, :40] = -22.0  # water on the left
+    db += rng.normal(0, 1.5, db.shape).astype(np.float32)
+    s = Scaling("db", stretch="anchored")
+    for offset in (0.0, 7.5):  # another calibration constant shifts every value alike
+        knots = stretch_range(db + offset, s)
+        assert knots.shape == (1, 3) and knots[0, 0] < knots[0, 1] < knots[0, 2]
+        assert -22.0 + offset < knots[0, 1] < -8.0 + offset
+        u = to_unit(db + offset, knots)
+        assert float(u[0, :, :40].mean()) < 0.5 < float(u[0, :, 40:].mean())
+    land = (-8.0 + rng.normal(0, 1.5, (1, 128, 128))).astype(np.float32)
+    knots = stretch_range(land, s)
+    pct = stretch_range(land, Scaling("db", stretch="percentile"))
+    np.testing.assert_allclose(knots[0, [0, 2]], pct[0], rtol=1e-6)
+    assert knots[0, 1] == pytest.approx(pct[0].mean())
+    np.testing.assert_allclose(to_unit(land, knots), to_unit(land, pct), atol=1e-5)
+    with pytest.raises(ValueError, match="anchored"):
+        stretch_range(land.reshape(1, -1), s)

@@ -7,15 +7,10 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
+from sarmae_cli.data.bimodal import find_threshold, kittler_illingworth, otsu
 from sarmae_cli.data.synthetic import as_mode
 from sarmae_cli.infer.api import Options
-from sarmae_cli.infer.threshold import (
-    find_threshold,
-    kittler_illingworth,
-    otsu,
-    threshold_image,
-    threshold_scene,
-)
+from sarmae_cli.infer.threshold import threshold_image, threshold_scene
 from tests.infer.conftest import make_weights, write_scene
 
 LAND_DB, WATER_DB = -10.0, -22.0
