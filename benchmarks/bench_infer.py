@@ -11,10 +11,14 @@ end-to-end / pure model time.
 `--model sarmae` uses a random-weight SARMAE segmenter (ViT preset, depth, FPN/UperNet);
 `--model onnx` / `onnx-int8` the same segmenter exported with `sarmae export` (fp32 / int8)
 and run by onnxruntime; `--model null` a 1x1-convolution backend, which measures the engine
-itself (reading, blending, writing, COG) with almost no model cost.
+itself (reading, blending, writing, COG) with almost no model cost. `--compress deflate`
+writes the scenes DEFLATE-compressed (floating-point predictor) instead of uncompressed; the
+engine then decodes each block again for every row of tiles that reads it, unless
+$GDAL_CACHEMAX gives GDAL a block cache (`sarmae_cli.infer.api.GDAL_CACHE_BYTES`).
 
     $ python benchmarks/bench_infer.py --sizes 2048 4096 --model sarmae --depth 12
     $ python benchmarks/bench_infer.py --sizes 8192 16384 --model null
+    $ GDAL_CACHEMAX=128 python benchmarks/bench_infer.py --sizes 8192 --model null --compress deflate
     $ python benchmarks/bench_infer.py --sizes 8192 --model onnx --depth 4 --channels 32
 """
 
@@ -36,8 +40,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 
-def generate(path: Path, size: int, seed: int = 0) -> None:
-    """A size x size 2-band float32 dB scene, written in 512-row bands (bounded memory)."""
+def generate(path: Path, size: int, seed: int = 0, compress: str | None = None) -> None:
+    """A size x size 2-band float32 dB scene, written in 512-row bands (bounded memory);
+    uncompressed, or `compress`ed with the floating-point predictor."""
     if path.exists():
         return
     rng = np.random.default_rng(seed)
@@ -46,6 +51,8 @@ def generate(path: Path, size: int, seed: int = 0) -> None:
         transform=from_origin(500000, 4_700_000, 10, 10), tiled=True, blockxsize=512, blockysize=512,
         nodata=float("nan"), bigtiff="YES",
     )  # fmt: skip
+    if compress:
+        profile.update(compress=compress, predictor=3)
     tmp = path.with_suffix(".part.tif")
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.descriptions = ("VV", "VH")
@@ -150,6 +157,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--compress", choices=["none", "deflate"], default="none", help="scene compression")
     p.add_argument("--workdir", default="/tmp/sarmae_bench")
     p.add_argument("--scene", help=argparse.SUPPRESS)  # internal: measure one scene
     args = p.parse_args()
@@ -160,15 +168,18 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:
-        scene = work / f"scene_{size}.tif"
-        generate(scene, size)
+        compressed = args.compress != "none"
+        scene = work / (f"scene_{args.compress}_{size}.tif" if compressed else f"scene_{size}.tif")
+        generate(scene, size, compress=args.compress if compressed else None)
         cmd = [sys.executable, __file__, "--scene", str(scene), *sys.argv[1:]]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode:
             sys.exit(f"measurement of {size} failed:\n{res.stderr}")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; command: python {' '.join(sys.argv)}")
+    cache = os.environ.get("GDAL_CACHEMAX", "unset")
+    cmd = "python " + " ".join(sys.argv)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; GDAL_CACHEMAX {cache}; command: {cmd}")
     print("| size | tiles | end-to-end s | model-only s | ratio | tiles/s | MP/s | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

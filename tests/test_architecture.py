@@ -26,7 +26,8 @@ FORBIDDEN = {
 OPTIONAL = {
     "onnx": "heavy; model/ reads ONNX metadata and builds the ONNX teacher only when asked",
     "google.protobuf": "the DecodeError of an unreadable ONNX file (protobuf comes with onnx)",
-    "onnxruntime": "heavy; the ONNX teacher's session and `sarmae export --int8` quantisation only",
+    "onnxruntime": "heavy; the ONNX teacher's session, `sarmae export --int8` quantisation and the "
+    "onnxruntime backend (`export/ort_backend.py`), only when an ONNX model runs",
     "onnxsim": "the `simplify` extra, for `sarmae export --simplify` only",
     "onnxconverter_common": "`sarmae export --fp16` only",
     "matplotlib": "heavy; only when a confusion-matrix plot is written",

@@ -5,9 +5,12 @@ Each command module parses its options (declared once in `options.py`) and makes
 call; it imports the library inside its command function, so that `sarmae --help`,
 `sarmae CMD --help` and `sarmae weights list` load neither torch nor timm."""
 
+import atexit
+import contextlib
 import os
 import sys
-from typing import Annotated, Any
+import threading
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -107,5 +110,24 @@ app.add_typer(weights.app, name="weights")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (`sarmae`, `python -m sarmae_cli`)."""
+    end_process(app(standalone_mode=False))
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with `code` once the command is done, without the C-level teardown of the native
+    libraries. Python's own exit work still runs first: its atexit handlers (logging's flush,
+    multiprocessing's and tempfile's clean-up...) and the flush of stdout and stderr. What is
+    skipped are the destructors that the native libraries run after Python has finished: with
+    a CUDA build of torch they page in about 120 MB of the CUDA libraries (cuBLASLt,
+    cuSPARSELt), even on a CPU-only machine, so the process reached its peak RSS while
+    exiting (docs/benchmarks.md). Every output is closed and renamed by then. While a
+    non-daemon thread still runs, the normal exit, which waits for it, is used instead."""
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what Python's exit would run (multiprocessing's children do the same)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing left to say
+            stream.flush()
+    os._exit(code)

@@ -1,5 +1,9 @@
 """Run an exported sarmae ONNX model with onnxruntime, as a scene-engine backend
-(same attributes and `predict` as `sarmae_cli.infer.backend.TorchBackend`)."""
+(same attributes and `predict` as `sarmae_cli.infer.backend.TorchBackend`).
+
+onnxruntime is imported when an ONNX model runs, not with this module: `infer/models.py`
+imports this module for every command, and a PyTorch run would otherwise carry onnxruntime's
+18 MB of peak memory (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from sarmae_cli.errors import UsageError
 from sarmae_cli.model.checkpoint import WeightsMeta, read_onnx_meta
@@ -25,6 +28,8 @@ DETECTION_OUTPUTS = ["cls_logits", "bbox_regression", "centerness"]
 
 def providers(device: str = "auto") -> list[str]:
     """CUDA first when onnxruntime-gpu sees a GPU and the device allows it; CPU always."""
+    import onnxruntime as ort  # an optional import (module docstring)
+
     available = ort.get_available_providers()
     if device.startswith("cuda") and "CUDAExecutionProvider" not in available:
         raise UsageError(
@@ -52,6 +57,8 @@ class OnnxBackend:
         self.meta, self.export_info = read_onnx_meta(self.path)
         if output not in ONNX_OUTPUTS:
             raise ValueError(f"unknown backend output {output!r}")
+        import onnxruntime as ort  # an optional import (module docstring)
+
         opts = ort.SessionOptions()
         # No CPU arena by default: it grows in powers of two and keeps its peak; without it the
         # process stays under the engine's 1.5 GB on an 8k scene, at some cost in speed

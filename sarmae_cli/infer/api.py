@@ -41,16 +41,22 @@ from sarmae_cli.infer.writers import (
 from sarmae_cli.outputs import atomic_output, check_output
 from sarmae_cli.paths import VirtualPath, as_input, list_images
 
-#: GDAL block cache for inference runs (MB), unless $GDAL_CACHEMAX says otherwise. GDAL's own
-#: default (5% of RAM) would let the cache, not the engine, set the peak memory.
-GDAL_CACHE_MB = 128
+#: GDAL block cache of inference runs, in bytes (rasterio passes GDAL_CACHEMAX to GDAL as
+#: bytes), unless $GDAL_CACHEMAX says otherwise: none. The engine then reads a block again for
+#: each row of tiles that needs it (about 3 times with 512-row blocks and 224-px tiles) instead
+#: of keeping two rows of blocks of the scene, which would cost about 100 MB at 12288 px wide
+#: (2 float32 bands). On uncompressed scenes this costs nothing; on DEFLATE scenes decoding
+#: again cost 2 CPU s per 512 tiles (engine alone, 5.3 s against 3.3 s with a 128 MB cache,
+#: which raised the peak RSS from 920 to about 1070 MB; docs/benchmarks.md). GDAL's own
+#: default (5 % of the RAM) would let the cache, not the engine, set the peak memory.
+GDAL_CACHE_BYTES = 0
 
 
 def gdal_env() -> rasterio.Env:
-    """The GDAL environment of a run: a bounded block cache."""
+    """The GDAL environment of a run: no block cache (`GDAL_CACHE_BYTES`)."""
     if "GDAL_CACHEMAX" in os.environ:
         return rasterio.Env()
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """The streaming sliding-window engine.
 
 Dense outputs (`predict_dense`): the scene is read one row of tiles at a time (a band of
-`tile` rows, boundless at the edges, read in pieces of `READ_COLUMNS` tile columns so that
-the reading's temporaries do not grow with the width), cut into tiles, batched to the
-backend, and the predictions are blended with a raised-cosine weight into an accumulator
-that holds one row of tiles. As soon as the next row of tiles starts, the rows above it are
-final and go to the sink. Memory therefore depends on the tile size, the scene width and the
-batch size, never on the scene height.
+`tile` rows, boundless at the edges), in pieces of `READ_COLUMNS` tile columns that are cut
+into tiles and batched to the backend as they are read, so that only about two pieces of
+input are alive, whatever the width. The predictions are blended with a raised-cosine weight
+into an accumulator that holds one row of tiles. As soon as the next row of tiles starts, the
+rows above it are final: they are normalised in place and handed to the sink. Memory
+therefore depends on the tile size, the scene width and the batch size, never on the scene
+height.
 
 Per-tile outputs (`predict_tiles`): one vector per tile of a regular grid.
 
@@ -36,7 +37,8 @@ Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 #: width made the reading's float32 temporaries (raw, dB, stretch, normalised) the largest
 #: memory that grows with the width; in pieces, peak RSS fell from 928 to 910 MB at 8192 px
 #: wide and from 1086 to 997 MB at 16384 (null model, docs/benchmarks.md). Pieces re-read
-#: only the tile overlap at their seams.
+#: only the tile overlap at their seams. Each piece goes to the model as soon as it is read
+#: (one piece is one batch at the default batch size of 16), not after the whole row.
 READ_COLUMNS = 16
 
 
@@ -98,7 +100,8 @@ def auto_prefetch(backend: Backend, depth: int | None, default: int) -> int:
 
 class DenseSink(Protocol):
     """Receives finished output rows [y0, y1): blended `values` [K, n, W] (float32, NaN-free)
-    and `valid` [n, W]; `close()` at the end."""
+    and `valid` [n, W]; `close()` at the end. `values` is a view of the engine's accumulator,
+    valid during the call only: a sink copies what it keeps."""
 
     def write_rows(self, y0: int, values: np.ndarray, valid: np.ndarray) -> None: ...
 
@@ -115,10 +118,12 @@ class RunStats:
 
 
 @dataclass
-class _RowItem:
+class _PieceItem:
     row: int
-    valid: np.ndarray  # [To, Wo] output-resolution validity of this tile row's band
+    columns: int  # tile columns of this piece (empty ones included)
     tiles: list[tuple[int, np.ndarray]]  # (col index, input [C, T, T]) of non-empty tiles
+    valid: np.ndarray | None  # [To, Wo] validity of the row's band, with the row's last piece
+    row_empty: bool = False  # last piece of a row without any non-empty tile
 
 
 class _Accumulator:
@@ -130,15 +135,12 @@ class _Accumulator:
         t, w = min(grid.tile, grid.height), grid.width
         self.acc = np.zeros((channels, t, w), np.float32)  # [K, To, Wo]
         self.wsum = np.zeros((t, w), np.float32)  # [To, Wo]
-        self.valid = np.zeros((t, w), bool)
         self.row = 0
-        self.valid_rows: dict[int, np.ndarray] = {}
+        self.valid_rows: dict[int, np.ndarray] = {}  # tile row -> validity [To, Wo] of its band
 
     def set_valid(self, row: int, valid: np.ndarray) -> None:
-        if row == self.row:
-            self.valid[:] = valid[: self.valid.shape[0]]
-        else:
-            self.valid_rows[row] = valid
+        """The output validity [To, Wo] of tile row `row` (needed when that row is flushed)."""
+        self.valid_rows[row] = valid
 
     def add(self, row: int, col: int, pred: np.ndarray) -> None:
         """Blend the prediction [K, To, To] of tile (row, col)."""
@@ -156,13 +158,14 @@ class _Accumulator:
         self.wsum[:, x0:x1] += w
 
     def advance(self) -> None:
-        """Flush the rows the current tile row finished and move to the next tile row."""
+        """Flush the rows the current tile row finished and move to the next tile row. The
+        rows are normalised in place (no new array): rows without any tile keep their 0."""
         y0, y1 = self.grid.finished_rows(self.row)
         n = y1 - y0
-        wsum = self.wsum[:n]
-        values = np.zeros_like(self.acc[:, :n])  # [K, n, Wo], one new array (no temporaries)
-        np.divide(self.acc[:, :n], wsum, out=values, where=wsum > 0)
-        self.sink.write_rows(y0, values, self.valid[:n] & (wsum > 0))
+        covered = self.wsum[:n] > 0  # [n, Wo]
+        values = self.acc[:, :n]  # [K, n, Wo], a view: discarded after this flush
+        np.divide(values, self.wsum[:n], out=values, where=covered)
+        self.sink.write_rows(y0, values, self.valid_rows.pop(self.row)[:n] & covered)
         self.row += 1
         if self.row >= len(self.rows):
             return
@@ -170,7 +173,6 @@ class _Accumulator:
         for a in (self.acc[:], self.wsum[None]):
             a[:, :keep] = a[:, n:].copy()
             a[:, keep:] = 0
-        self.valid[:] = self.valid_rows.pop(self.row)[: self.valid.shape[0]]
 
     def finish(self) -> None:
         while self.row < len(self.rows):
@@ -215,21 +217,26 @@ def predict_dense(
     step = READ_COLUMNS if scene.scale == NATIVE else len(cols)
     pieces = [cols[i : i + step] for i in range(0, len(cols), step)]
 
-    def rows() -> Iterator[_RowItem]:
+    def read() -> Iterator[_PieceItem]:
         for r, y in enumerate(grid.rows):
             valid = np.zeros((tile, max(band_w, tile)), bool)  # [T, W']
-            tiles = []
             c = 0
-            for piece in pieces:
+            row_tiles = 0
+            for i, piece in enumerate(pieces):
                 xa, xb = piece[0] * s, piece[-1] * s + tile  # input columns of these tiles
                 x, v = scene.read(y * s, xa, tile, xb - xa)  # [C, T, xb - xa], [T, xb - xa]
                 valid[:, xa:xb] = v
+                tiles = []
                 for x0 in piece:
                     if v[:, x0 * s - xa : x0 * s - xa + tile].any():
                         tiles.append((c, x[:, :, x0 * s - xa : x0 * s - xa + tile]))  # views
                     c += 1
-            vout = _output_valid(valid, s, (to, max(grid.width, to)))
-            yield _RowItem(r, vout[:, : grid.width], tiles)
+                row_tiles += len(tiles)
+                if i < len(pieces) - 1:
+                    yield _PieceItem(r, len(piece), tiles, None)
+                    continue
+                vout = _output_valid(valid, s, (to, max(grid.width, to)))
+                yield _PieceItem(r, len(piece), tiles, vout[:, : grid.width], row_tiles == 0)
 
     acc = _Accumulator(grid, backend.out_channels, sink)
     pending: list[tuple[int, int, np.ndarray]] = []
@@ -250,19 +257,21 @@ def predict_dense(
         if progress:
             progress(done + stats.skipped, stats.tiles)
 
-    for item in prefetch(rows(), auto_prefetch(backend, prefetch_rows, 2)):
-        if not item.tiles and pending:
+    ahead = auto_prefetch(backend, prefetch_rows, 2) * len(pieces)  # rows of tiles read ahead, in pieces
+    for item in prefetch(read(), ahead):
+        if item.row_empty and pending:
             run_batch()  # keep the accumulator close to the reader on empty stretches
-        acc.set_valid(item.row, item.valid)
-        if not pending:
+        if item.valid is not None:
+            acc.set_valid(item.row, item.valid)
+        if not pending:  # rows above this one are finished
             while acc.row < item.row:
                 acc.advance()
-        stats.skipped += len(grid.cols) - len(item.tiles)
+        stats.skipped += item.columns - len(item.tiles)
         for c, x in item.tiles:
             pending.append((item.row, c, x))
             if len(pending) >= batch_size:
                 run_batch()
-        if progress and not item.tiles:
+        if progress and item.row_empty:
             progress(done + stats.skipped, stats.tiles)
     run_batch()
     acc.finish()

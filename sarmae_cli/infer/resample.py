@@ -29,8 +29,8 @@ class ToInputGrid:
         self.valid: np.ndarray | None = None  # [m, grid_w]
 
     def write_rows(self, y0: int, values: np.ndarray, valid: np.ndarray) -> None:
-        if self.values is None:
-            self.values, self.valid, self.start = values, valid, y0
+        if self.values is None:  # a copy: the engine reuses `values` after this call
+            self.values, self.valid, self.start = values.copy(), valid.copy(), y0
         else:
             self.values = np.concatenate([self.values, values], axis=1)
             self.valid = np.concatenate([self.valid, valid], axis=0)

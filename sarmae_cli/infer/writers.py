@@ -68,17 +68,20 @@ class RasterSpec:
 
 
 def _block_rows(spec: RasterSpec, budget: int = 64 << 20) -> int:
-    """Rows per internal block: 512, fewer for very wide/deep rasters (bounded buffer)."""
+    """Rows per internal block of the temporary GeoTIFF (the COG is tiled by `to_cog`): 256,
+    fewer for very wide/deep rasters. The writer holds two bands of that many rows (25 MB for a
+    class map 12288 px wide at 512 rows, 13 MB at 256; the COG is byte-identical)."""
     per_row = spec.width * spec.count * np.dtype(spec.dtype).itemsize
-    rows = 512
+    rows = 256
     while rows > 16 and rows * per_row > budget:
         rows //= 2
     return rows
 
 
 class RowBandWriter:
-    """Writes finished rows, in order, into a tiled GeoTIFF; rows are buffered until a whole
-    row of blocks is complete, and written by a background thread (one write in flight)."""
+    """Writes finished rows, in order, into a tiled GeoTIFF; rows are copied into a band of one
+    row of blocks, and a full band is written by a background thread (one write in flight).
+    Two band buffers, allocated once, take turns: no copy or temporary per band."""
 
     def __init__(self, path: Path, spec: RasterSpec) -> None:
         self.path, self.spec = Path(path), spec
@@ -112,41 +115,53 @@ class RowBandWriter:
             self.dst.update_tags(**spec.tags)
         if spec.colormap:
             self.dst.write_colormap(1, spec.colormap)
-        self.buf: list[np.ndarray] = []
-        self.buf_rows = 0
-        self.y = 0  # first row not yet written
+        self.band = self._new_band()  # (data [count, rows, W], mask [rows, W] 0/255) being filled
+        self.spare: tuple[np.ndarray, np.ndarray] | None = None  # the other band, once written
+        self.filled = 0  # rows of `band` filled
+        self.y = 0  # first row of `band`
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarmae-writer")
-        self.pending: Future | None = None
+        self.pending: Future | None = None  # the write in flight; returns its band
+
+    def _new_band(self) -> tuple[np.ndarray, np.ndarray]:
+        rows, s = min(self.block, self.spec.height), self.spec
+        return np.empty((s.count, rows, s.width), s.dtype), np.empty((rows, s.width), np.uint8)
 
     def write(self, rows: np.ndarray, valid: np.ndarray) -> None:
         """Append rows [count, n, width] (already in the output dtype) and their validity
         [n, width] (the internal mask)."""
-        self.buf.append((rows, valid))
-        self.buf_rows += rows.shape[1]
-        if self.buf_rows >= self.block:
-            self._flush(self.buf_rows // self.block * self.block)
+        i, n = 0, rows.shape[1]
+        while i < n:
+            data, mask = self.band
+            k = min(n - i, data.shape[1] - self.filled)
+            data[:, self.filled : self.filled + k] = rows[:, i : i + k]
+            np.multiply(valid[i : i + k], np.uint8(255), out=mask[self.filled : self.filled + k])
+            self.filled += k
+            i += k
+            if self.filled == data.shape[1]:
+                self._flush()
 
-    def _flush(self, n: int) -> None:
-        data = np.concatenate([b[0] for b in self.buf], axis=1)  # [count, rows, W]
-        valid = np.concatenate([b[1] for b in self.buf], axis=0)  # [rows, W]
-        self.buf = [(data[:, n:], valid[n:])] if data.shape[1] > n else []
-        self.buf_rows = data.shape[1] - n
+    def _flush(self) -> None:
+        n = self.filled
         window = rasterio.windows.Window(0, self.y, self.spec.width, n)
-        self.y += n
         if self.pending is not None:
-            self.pending.result()
-        out, mask = np.ascontiguousarray(data[:, :n]), np.ascontiguousarray(valid[:n])
-        self.pending = self.pool.submit(self._write, out, mask, window)
+            self.spare = self.pending.result()
+        self.pending = self.pool.submit(self._write, *self.band, n, window)
+        self.band, self.spare = self.spare or self._new_band(), None
+        self.y += n
+        self.filled = 0
 
-    def _write(self, data: np.ndarray, valid: np.ndarray, window: rasterio.windows.Window) -> None:
-        self.dst.write(data, window=window)
-        self.dst.write_mask(valid.astype(np.uint8) * 255, window=window)
+    def _write(
+        self, data: np.ndarray, mask: np.ndarray, n: int, window: rasterio.windows.Window
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self.dst.write(data[:, :n], window=window)
+        self.dst.write_mask(mask[:n], window=window)
+        return data, mask
 
     def close(self) -> None:
         """Write what is left and close the file."""
         try:
-            if self.buf_rows:
-                self._flush(self.buf_rows)
+            if self.filled:
+                self._flush()
             if self.pending is not None:
                 self.pending.result()
             if self.y != self.spec.height:
@@ -160,10 +175,24 @@ class RowBandWriter:
         self.dst.close()
 
 
+def cog_threads(spec: RasterSpec) -> str:
+    """GDAL compression threads of a COG: one for 8-bit rasters (class maps), which compress so
+    fast that threads gain nothing (converting a 12288^2 class map took 3.9 s with one thread
+    and 4.2 s with both cores of a 2-core VM) but cost memory (+28 MB of peak RSS, and the
+    conversion came after the engine's own peak: it set the peak of a `sarmae segment` run;
+    docs/benchmarks.md); every core for the others (float32 outputs compress slowly)."""
+    return "1" if np.dtype(spec.dtype).itemsize == 1 else "ALL_CPUS"
+
+
 def to_cog(src: Path, dst: Path, spec: RasterSpec, co: dict[str, str] | None = None) -> None:
     """Convert a tiled GeoTIFF into a COG with GDAL's COG driver: DEFLATE (or `co`),
     overviews, and the nodata value, internal mask and colormap of `src`."""
-    options = {"COMPRESS": "DEFLATE", "BLOCKSIZE": "512", "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS"}
+    options = {
+        "COMPRESS": "DEFLATE",
+        "BLOCKSIZE": "512",
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": cog_threads(spec),
+    }
     options["OVERVIEW_RESAMPLING"] = spec.resampling.upper()
     options.update({k.upper(): v for k, v in (co or {}).items()})
     try:

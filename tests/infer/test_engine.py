@@ -202,3 +202,49 @@ def test_row_bands_read_in_pieces_give_the_same_output(tmp_path, monkeypatch, ba
     assert max(widths) == 32 + 16  # two tiles 16 px apart
     np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
     np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+
+
+def test_pieces_go_to_the_model_as_they_are_read(tmp_path, monkeypatch):
+    """Each piece of a row is batched as soon as it is read, not after the whole row: with
+    pieces of 2 tile columns and batches of 2 tiles, the i-th batch runs after the i-th read,
+    so that only about one piece of input is alive, whatever the width."""
+    from sarmae_cli.infer import engine
+
+    monkeypatch.setattr(engine, "READ_COLUMNS", 2)
+    reads_before_batch: list[int] = []
+
+    class Recording(PointBackend):
+        device = "cpu"  # reads in turn (no reader thread running ahead)
+
+        def predict(self, batch):
+            reads_before_batch.append(len(widths))
+            return super().predict(batch)
+
+    with _scene(tmp_path, db_scene(32, 300)) as sc:  # one row of 18 tiles: 9 pieces
+        widths: list[int] = []
+        monkeypatch.setattr(sc, "read", _recording(sc.read, widths))
+        sink = Rows()
+        predict_dense(sc, Recording(), sink, tile=32, overlap=16, batch_size=2)
+        x, _ = sc.read(0, 0, sc.height, sc.width)
+    assert reads_before_batch == list(range(1, 10))
+    got, valid = sink.image()
+    assert valid.all()
+    np.testing.assert_allclose(got, np.stack([2 * x[0] + 1, x[1]]), atol=1e-5)
+
+
+def test_sink_values_are_only_valid_during_the_call(tmp_path):
+    """The engine hands each flush as a view of its accumulator, normalised in place, and
+    reuses it afterwards: a sink that keeps the array without copying sees it change, one that
+    copies (as every sink of the package does) keeps the right values."""
+
+    class Keeping(Rows):
+        def write_rows(self, y0, values, valid):
+            super().write_rows(y0, values, valid)
+            self.kept = getattr(self, "kept", []) + [values]
+
+    with _scene(tmp_path, db_scene(100, 40)) as sc:
+        sink = Keeping()
+        predict_dense(sc, PointBackend(), sink, tile=32, overlap=8, batch_size=4)
+    copies = [c[1] for c in sink.calls]
+    assert any(not np.array_equal(k, c) for k, c in zip(sink.kept[:-1], copies, strict=False))
+    assert all(k.base is not None for k in sink.kept)  # views, not new arrays

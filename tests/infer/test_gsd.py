@@ -114,3 +114,29 @@ def test_a_fine_and_a_coarse_scene_of_the_same_water_give_the_same_map(tmp_path)
     np.testing.assert_allclose(np.repeat(np.repeat(coarse_p, 5, 0), 5, 1), fine_p, atol=1e-3)
     native = segment_scene(fine, tmp_path / "n_out.tif", models, Options(gsd="native"))
     assert not any("resampled" in n for n in native["notes"])
+
+
+def test_to_input_grid_copes_with_reused_value_buffers():
+    """The engine reuses the array it hands to a sink after each call (`DenseSink`): rows that
+    `ToInputGrid` keeps for the next band must not change when the caller overwrites it."""
+
+    class Rows:
+        def __init__(self):
+            self.rows = {}
+
+        def write_rows(self, y0, values, valid):
+            for i in range(values.shape[1]):
+                self.rows[y0 + i] = values[:, i].copy()
+
+    model = np.arange(6 * 4, dtype=np.float32).reshape(1, 6, 4)  # model grid 6 x 4
+    sink = Rows()
+    grid = ToInputGrid(sink, (2 / 3, 2 / 3), 9, 6)  # input grid 9 x 6, 1.5 times finer
+    buf = np.empty((1, 6, 4), np.float32)  # the caller's reused buffer
+    for y0, y1 in ((0, 2), (2, 5), (5, 6)):
+        buf[:, : y1 - y0] = model[:, y0:y1]
+        grid.write_rows(y0, buf[:, : y1 - y0], np.ones((y1 - y0, 4), bool))
+        buf[:] = -1  # overwritten after the call
+    out = np.stack([sink.rows[i] for i in range(9)], axis=1)  # [1, 9, 6]
+    rows = np.minimum(((np.arange(9) + 0.5) * 2 / 3).astype(int), 5)
+    cols = np.minimum(((np.arange(6) + 0.5) * 2 / 3).astype(int), 3)
+    np.testing.assert_array_equal(out, model[:, rows][:, :, cols])

@@ -287,3 +287,22 @@ def test_scene_smaller_than_one_tile(invoke, weights_dir, tmp_path):
     with rasterio.open(out) as o, rasterio.open(probs) as p:
         assert o.shape == (20, 27) and (o.read(1) != 255).all()
         np.testing.assert_allclose(p.read().sum(0), 1.0, atol=1e-5)
+
+
+def test_gdal_block_cache_of_a_run(monkeypatch):
+    """During a run GDAL's block cache is `GDAL_CACHE_BYTES` as GDAL itself reports it (rasterio
+    takes GDAL_CACHEMAX in bytes: a number meant as MB gave a cache of that many bytes), and
+    GDAL's own setting again after the run; with $GDAL_CACHEMAX set, GDAL's own setting (which
+    GDAL takes from that variable) is left alone."""
+    from rasterio.env import get_gdal_config
+
+    from sarmae_cli.infer.api import GDAL_CACHE_BYTES, gdal_env
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    before = get_gdal_config("GDAL_CACHEMAX")
+    with gdal_env():
+        assert get_gdal_config("GDAL_CACHEMAX") == GDAL_CACHE_BYTES
+    assert get_gdal_config("GDAL_CACHEMAX") == before
+    monkeypatch.setenv("GDAL_CACHEMAX", "64")
+    with gdal_env():
+        assert get_gdal_config("GDAL_CACHEMAX") == before
