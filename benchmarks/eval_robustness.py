@@ -32,11 +32,31 @@ MSTAR classifier (`weights/sarmae_mstar.safetensors`): overall accuracy on the S
 physical baseline for target classification here. `--skip-mstar` leaves it out;
 `--mstar-json F` reads the renderings of an earlier `mstar_renderings.py --json F` run instead.
 
+Ship detector (`weights/sarmae_ships.safetensors`, detection): the 10 images of hrsid_mini
+that the weights' own split holds out (3 scenes, 19 ships; `ships_operating_point.split_samples`,
+the images `sarmae evaluate --val-fraction 0.2` scores). HRSID gives 8-bit display renderings
+only, so the calibrated forms are derived under one stated assumption: the grey level g is a
+linear amplitude display, amplitude A = (g + 0.5) / 256 (`ship_amplitude`). Each image is written
+as a GeoTIFF (EPSG:32633, 1 m pixels: HRSID's are 0.5-3 m; band described `VV`) in each form of
+`ship_variants` (`write_ship_variant`): the JPEG as it is; A as dB, linear power, amplitude and
+uint16 DN (A x 1000); an 8-bit rendering of the dB values between the image's 1st and 99.9th
+percentiles (a log display, as GIS quicklooks of dB show it); a dual-pol file (VV, VH: VH is
+VV's power 7 dB lower, i.e. synthetic, to check the band choice); and pixel sizes x0.5 (bilinear
+in power) and x2 (power averaged over 2 x 2 pixels), boxes scaled alike. `sarmae detect`'s
+library path (`detect_scene`, defaults, `--input-scale auto`) runs at a cut of 0.05; COCO AP50
+and AP50:95 (torchmetrics, as `sarmae evaluate`, the best 100 boxes per image) and precision /
+recall / F1 at IoU 0.5 of the boxes at or above the stored `--min-score` (filtered from the 0.05
+run, which differs from a run at that cut only when a tile held more than 300 boxes). Baseline:
+a two-parameter CFAR on the scene's dB values (8-bit renderings: on the grey levels as they
+are), `ship_cfar.py`, its k chosen on the training scenes; AP50 from its scores, P / R / F1 of
+all its boxes.
+
 The encoder (`sarmae_encoder`) has no labelled task of its own; its MSTAR probe is
 `benchmarks/probe_mstar_knn.py`.
 
     python benchmarks/eval_robustness.py --json robustness.json
-    python benchmarks/eval_robustness.py --skip-mstar     # water only
+    python benchmarks/eval_robustness.py --skip-mstar     # water and ships
+    python benchmarks/eval_robustness.py --only ships --ships FILE   # another ship detector
 
 Needs the data in $SARMAE_DATA (default ../shared/data) and scikit-image.
 """
@@ -52,6 +72,7 @@ import shlex
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -66,9 +87,13 @@ from rasterio.warp import reproject
 from sarmae_cli.data.labelled import scan_classification
 from sarmae_cli.data.raster import read_image
 from sarmae_cli.data.render import RENDERINGS
+from sarmae_cli.data.scaling import detect_mode, to_db
+from sarmae_cli.demo import gpd_boxes
 from sarmae_cli.infer.api import Options, segment_scene
+from sarmae_cli.infer.detect import DetectOptions, detect_scene
 from sarmae_cli.infer.models import Models
 from sarmae_cli.infer.threshold import threshold_scene
+from sarmae_cli.train.detection_eval import detection_metrics
 from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,6 +302,160 @@ def mstar(weights: Path, cached: Path | None, work: Path) -> dict[str, Any]:
     return {"source": "scored by this run", "weights": str(weights), "renderings": res}
 
 
+# --- ship detector --------------------------------------------------------------------------
+
+SHIP_FORMS = {
+    "jpeg": "8-bit JPEG as given",
+    "db": "dB",
+    "power": "power",
+    "amplitude": "amplitude",
+    "uint16": "uint16 DN",
+    "uint8log": "8-bit log rendering",
+}
+SHIP_CRS = "EPSG:32633"
+SHIP_PIXEL_M = 1.0  # written pixel size (HRSID: 0.5-3 m)
+SHIP_LOW_CUT = 0.05
+SYNTHETIC_VH_DB = -7.0  # the dual-pol variant's VH: VV's power this many dB lower
+
+
+class ShipVariant(NamedTuple):
+    """One input form of a ship image: a key of SHIP_FORMS, "VV" or "VV+VH", pixel-size factor."""
+
+    form: str = "db"
+    pol: str = "VV"
+    factor: float = 1.0
+
+    @property
+    def name(self) -> str:
+        pol = "VV+VH (VH synthetic)" if self.pol == "VV+VH" else self.pol
+        return f"{SHIP_FORMS[self.form]} · {pol} · ×{self.factor:g}"
+
+
+def ship_variants() -> list[ShipVariant]:
+    """Radiometry at x1 (single band), a dual-pol file in dB, pixel size x0.5 and x2 in dB."""
+    out = [ShipVariant(form=f) for f in SHIP_FORMS]
+    out.append(ShipVariant(pol="VV+VH"))
+    out += [ShipVariant(factor=f) for f in (0.5, 2.0)]
+    return out
+
+
+def ship_amplitude(grey: np.ndarray) -> np.ndarray:
+    """An 8-bit display rendering [H, W] taken as linear amplitude: (g + 0.5) / 256, in (0, 1)."""
+    return ((grey.astype(np.float32) + 0.5) / 256.0).astype(np.float32)
+
+
+def write_ship_variant(
+    grey: np.ndarray, boxes: np.ndarray, variant: ShipVariant, path: Path
+) -> tuple[Path, np.ndarray]:
+    """Write the 8-bit image `grey` [H, W] as `variant` to `path` (a GeoTIFF; the "jpeg" form is
+    the caller's file, not written). Returns (path, the boxes [N, 4] XYXY on the variant's grid)."""
+    power = ship_amplitude(grey)[None] ** 2  # [1, H, W]
+    h, w = grey.shape
+    transform = Affine(SHIP_PIXEL_M, 0, 500000.0, 0, -SHIP_PIXEL_M, 5000000.0)
+    if variant.factor != 1:
+        transform_out, h, w = _grid(transform, h, w, variant.factor)
+        resampled = np.zeros((1, h, w), np.float32)
+        reproject(
+            power, resampled, src_transform=transform, src_crs=SHIP_CRS, dst_transform=transform_out,
+            dst_crs=SHIP_CRS, resampling=Resampling.average if variant.factor > 1 else Resampling.bilinear,
+        )  # fmt: skip
+        power, transform = resampled, transform_out
+        boxes = boxes / variant.factor
+    if variant.pol == "VV+VH":
+        power = np.concatenate([power, power * 10 ** (SYNTHETIC_VH_DB / 10)])  # [2, H, W]
+    valid = np.ones(power.shape, bool)
+    if variant.form == "uint8log":
+        db = 10 * np.log10(power)
+        lo, hi = np.percentile(db[0], [1.0, 99.9])
+        data = np.clip(np.round(1 + (db - lo) / (hi - lo) * 254), 1, 255).astype(np.uint8)
+        nodata = 0.0
+    else:
+        data, nodata = _encode(power, valid, variant.form)
+    count = data.shape[0]
+    profile = {"driver": "GTiff", "crs": SHIP_CRS, "transform": transform, "height": h, "width": w}
+    with rasterio.open(path, "w", **profile, count=count, dtype=data.dtype.name, nodata=nodata) as ds:
+        ds.write(data)
+        for band in range(count):
+            ds.set_band_description(band + 1, ("VV", "VH")[band])
+    return path, boxes
+
+
+def ship_scores(found: list[dict[str, np.ndarray]], truth: list[dict[str, np.ndarray]], cut: float) -> dict:
+    """AP50 and AP50:95 (the best 100 boxes per image) and P / R / F1 at IoU 0.5 of the boxes
+    scoring at least `cut`."""
+    op = _bench("ships_operating_point")
+    tensors = [{k: torch.as_tensor(np.asarray(v)) for k, v in t.items()} for t in truth]
+    ap = detection_metrics([op.best_k(f) for f in found], tensors, ["ship"])
+    kept = [{k: np.asarray(v)[np.asarray(f["scores"]) >= cut] for k, v in f.items()} for f in found]
+    return {"ap50": ap["ap50"], "ap50_95": ap["ap50_95"], "cut": cut, **op.score_cut(kept, truth)}
+
+
+def cfar_on(path: Path, cfar: ModuleType) -> dict[str, np.ndarray]:
+    """The CFAR baseline on a scene's first band: dB from the detected radiometry (an 8-bit
+    rendering: its grey levels as they are)."""
+    with rasterio.open(path) as ds:
+        band = ds.read(1, out_dtype=np.float32) if ds.dtypes[0] != "uint8" else ds.read(1)
+        nodata, dtype = ds.nodata, ds.dtypes[0]
+        hints = f"{path.name} {ds.descriptions[0] or ''}"
+    sample = band[np.isfinite(band)][::97]
+    mode, _ = detect_mode(dtype, sample, hints)
+    db = to_db(band, mode)  # [H, W]
+    if nodata is not None and not np.isnan(nodata):
+        db[band == nodata] = np.nan
+    return cfar.cfar_boxes(db, log=False)
+
+
+def ships(weights: Path, work: Path) -> list[dict[str, Any]]:
+    """Every ship variant of the held-out hrsid_mini images through the detector and the CFAR."""
+    from PIL import Image
+
+    op, cfar = _bench("ships_operating_point"), _bench("ship_cfar")
+    models = Models("detect", weights, device="cpu")
+    cut = float(models.meta.training.get("detection", {}).get("min_score", 0.5))
+    _, held_out = op.split_samples(DATA / "hrsid_mini", models, 0.2)
+    greys = [np.asarray(Image.open(s.image).convert("L")) for s in held_out]  # [H, W] uint8 each
+    rows = []
+    for v in ship_variants():
+        found, base, truth, read_as, bands = [], [], [], set(), set()
+        t0 = time.perf_counter()
+        for i, (s, grey) in enumerate(zip(held_out, greys, strict=True)):
+            if v.form == "jpeg":
+                scene, boxes = s.image, s.boxes
+            else:
+                scene, boxes = write_ship_variant(grey, s.boxes, v, work / f"ship{i:02d}.tif")
+            truth.append({"boxes": np.asarray(boxes, np.float32), "scores": np.ones(len(boxes)),
+                          "labels": np.asarray(s.labels, np.int64)})  # fmt: skip
+            out = work / f"ship{i:02d}.gpkg"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                summary = detect_scene(
+                    scene, out, models, Options(overwrite=True), DetectOptions(min_score=SHIP_LOW_CUT)
+                )
+            read_as.add(summary.get("input_scale"))
+            bands.add(",".join(map(str, summary.get("bands") or [])))
+            found.append(gpd_boxes(out).as_dict())
+            base.append(cfar_on(Path(scene), cfar))
+        model = ship_scores(found, truth, cut)
+        baseline = ship_scores(base, truth, 0.0)
+        row = {
+            "set": f"hrsid_mini held out ({len(held_out)})",
+            "variant": v.name,
+            "pixels": f"{round(greys[0].shape[1] / v.factor)}² px",
+            "methods": {"model": model, "baseline": baseline},
+            "read_as": sorted(x for x in read_as if x),
+            "bands": sorted(bands),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        rows.append(row)
+        print(
+            f"ships {v.name}: model AP50 {model['ap50']:.3f} F1 {model['f1']:.3f}  "
+            f"CFAR AP50 {baseline['ap50']:.3f} F1 {baseline['f1']:.3f}  (read as {row['read_as']})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rows
+
+
 # --- tables ---------------------------------------------------------------------------------
 
 
@@ -301,6 +480,21 @@ def water_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def ship_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per variant; the detector (AP50, AP50:95, P / R / F1 at its stored cut)
+    beside the CFAR baseline (AP50, F1) and model − baseline in AP50."""
+    head = ["set", "variant", "model AP50", "model AP50:95", "model P / R / F1 at its cut"]
+    head += ["CFAR AP50", "CFAR F1", "AP50 model − CFAR", "read as"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        m, b = r["methods"]["model"], r["methods"]["baseline"]
+        prf = " / ".join(_f(m[k]) for k in ("precision", "recall", "f1"))
+        cells = [r["set"], r["variant"], _f(m["ap50"]), _f(m["ap50_95"]), prf, _f(b["ap50"]), _f(b["f1"])]
+        cells += [_f(m["ap50"] - b["ap50"], sign=True), ", ".join(r["read_as"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def mstar_table(res: dict[str, Any]) -> str:
     rend = res["renderings"]
     base = rend["standard"]["overall_accuracy"]
@@ -317,7 +511,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--water", type=Path, default=ROOT / "weights" / "sarmae_water.safetensors")
     ap.add_argument("--mstar", type=Path, default=ROOT / "weights" / "sarmae_mstar.safetensors")
+    ap.add_argument("--ships", type=Path, default=ROOT / "weights" / "sarmae_ships.safetensors")
+    ap.add_argument("--skip-water", action="store_true", help="leave the water head out")
     ap.add_argument("--skip-mstar", action="store_true", help="leave the MSTAR classifier out")
+    ap.add_argument("--skip-ships", action="store_true", help="leave the ship detector out")
     ap.add_argument("--mstar-json", type=Path, help="renderings from an earlier mstar_renderings.py --json")
     ap.add_argument("--declared-scale", action="store_true", help="--input-scale = the form written")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
@@ -328,22 +525,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     weights = {"model": args.water}
-    water = Models("segment", args.water, device="cpu")
-    methods: dict[str, Any] = {
-        "model": (water, "auto"),
-        "native": (water, "native"),
-        "baseline": (None, "native"),
-    }
     res: dict[str, Any] = {"weights": {k: str(v) for k, v in weights.items()}, "data": str(DATA)}
     with tempfile.TemporaryDirectory(prefix="eval_robustness_") as tmp:
         work = Path(tmp)
-        res["water"] = [*sen1floods11(methods, work, args.declared_scale), ombria(weights)]
+        if not args.skip_water:
+            water = Models("segment", args.water, device="cpu")
+            methods: dict[str, Any] = {
+                "model": (water, "auto"),
+                "native": (water, "native"),
+                "baseline": (None, "native"),
+            }
+            res["water"] = [*sen1floods11(methods, work, args.declared_scale), ombria(weights)]
+        if not args.skip_ships:
+            (work / "ships").mkdir()
+            res["ships"] = {"weights": str(args.ships), "rows": ships(args.ships, work / "ships")}
         if not args.skip_mstar:
             (work / "mstar").mkdir()
             res["mstar"] = mstar(args.mstar, args.mstar_json, work / "mstar")
     seconds = time.perf_counter() - t0
-    print(f"\n### `{args.water.name}` (water IoU)\n")
-    print(water_table(res["water"]))
+    if "water" in res:
+        print(f"\n### `{args.water.name}` (water IoU)\n")
+        print(water_table(res["water"]))
+    if "ships" in res:
+        print(f"\n### `{args.ships.name}` (boxes at IoU 0.5; AP from a 0.05 cut)\n")
+        print(ship_table(res["ships"]["rows"]))
     if "mstar" in res:
         print(f"\n### `{args.mstar.name}` (overall accuracy; {res['mstar']['source']})\n")
         print(mstar_table(res["mstar"]))

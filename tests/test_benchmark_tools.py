@@ -69,6 +69,46 @@ def test_robustness_variants_round_trip_and_keep_the_label_aligned(tmp_path):
     np.testing.assert_array_equal(coarse_db < -15, water[::2, ::2])  # block means of power
 
 
+def test_ship_variants_keep_the_boxes_on_their_grid(tmp_path):
+    """eval_robustness.write_ship_variant on a 40 x 40 8-bit image: the amplitude form is
+    (g + 0.5) / 256, dB and power agree with it, the dual-pol file's VH is VV 7 dB lower, the
+    log rendering keeps the grey order, and x2 halves the grid and the boxes (pixels twice as
+    large, the same origin)."""
+    import numpy as np
+    import rasterio
+
+    mod = _load("eval_robustness")
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (40, 40)).astype(np.uint8)
+    boxes = np.array([[4.0, 6.0, 20.0, 12.0]], np.float32)
+    amp = (grey.astype(np.float64) + 0.5) / 256
+
+    def read(form, **kw):
+        path, b = mod.write_ship_variant(
+            grey, boxes, mod.ShipVariant(form=form, **kw), tmp_path / f"{form}.tif"
+        )
+        with rasterio.open(path) as ds:
+            return ds.read(), ds.descriptions, ds.transform, (ds.width, ds.height), b
+
+    a, desc, t, size, b = read("amplitude")
+    assert desc == ("VV",) and size == (40, 40) and t.a == mod.SHIP_PIXEL_M
+    np.testing.assert_allclose(a[0], amp, rtol=1e-6)
+    np.testing.assert_array_equal(b, boxes)
+    np.testing.assert_allclose(read("db")[0][0], 20 * np.log10(amp), atol=1e-4)
+    np.testing.assert_allclose(read("power")[0][0], amp**2, rtol=1e-5)
+    dual = read("db", pol="VV+VH")
+    assert dual[1] == ("VV", "VH")
+    np.testing.assert_allclose(dual[0][1] - dual[0][0], mod.SYNTHETIC_VH_DB, atol=1e-4)
+    log8 = read("uint8log")[0][0].astype(int)
+    order = np.argsort(grey, axis=None, kind="stable")
+    assert (np.diff(log8.ravel()[order]) >= 0).all() and log8.min() >= 1  # nodata 0 unused
+
+    coarse, _, t2, size2, b2 = read("power", factor=2.0)
+    assert size2 == (20, 20) and t2.a == 2 * mod.SHIP_PIXEL_M and (t2.c, t2.f) == (t.c, t.f)
+    np.testing.assert_allclose(b2, boxes / 2)
+    np.testing.assert_allclose(coarse[0], (amp**2).reshape(20, 2, 20, 2).mean(axis=(1, 3)), rtol=1e-4)
+
+
 def _load_stage(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "gpu_stage" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
