@@ -122,3 +122,35 @@ def test_ship_detector_records_its_operating_point():
     assert f"keeps boxes scoring ≥ **{cut:g}** without `--min-score`" in card
     assert DetectOptions().resolved(recorded)[0] == cut
     assert DetectOptions(min_score=0.2).resolved(recorded)[0] == 0.2
+
+
+def test_ship_detector_gives_the_same_boxes_in_every_radiometric_form(tmp_path):
+    """The shipped detector reads every product through dB and a per-scene percentile stretch,
+    so one sea scene given as dB, linear power, amplitude or uint16 DN gives the same boxes and
+    scores (the detector shipped before, with a fixed dB stretch, lost a third to nearly all of
+    its AP50 on such forms: docs/model_cards/sarmae_ships.md#robustness-to-the-input-form)."""
+    from sarmae_cli.demo import gpd_boxes, scene_transform, ship_scene
+    from sarmae_cli.export.box_parity import match
+    from sarmae_cli.infer.api import Options
+    from sarmae_cli.infer.detect import DetectOptions, detect_scene
+    from sarmae_cli.infer.models import Models
+
+    power, truth = ship_scene(512, seed=3)  # [1, 512, 512] linear power, boxes [M, 4]
+    models = Models("detect", WEIGHTS / "sarmae_ships.safetensors", "cpu")
+    found = {}
+    for mode in ("db", "power", "amplitude", "uint16"):
+        src, out = tmp_path / f"sea_{mode}.tif", tmp_path / f"ships_{mode}.gpkg"
+        data = as_mode(power, mode)
+        profile = {"driver": "GTiff", "width": 512, "height": 512, "count": 1, "dtype": data.dtype.name}
+        with rasterio.open(src, "w", **profile, crs="EPSG:32631", transform=scene_transform()) as ds:
+            ds.write(data)
+        detect_scene(src, out, models, Options(input_scale=mode), DetectOptions(min_score=0.2))
+        found[mode] = gpd_boxes(out).as_dict()
+    ref = found["db"]
+    dets = {"boxes": truth, "scores": np.ones(len(truth)), "labels": np.zeros(len(truth), np.int64)}
+    assert match(ref, dets, 0.5)[0] >= 2, "the detector found fewer than 2 of the synthetic ships"
+    for mode, f in found.items():
+        assert len(f["boxes"]) == len(ref["boxes"]), mode
+        tp, fp, fn = match(f, ref, 0.95)
+        assert (fp, fn) == (0, 0), f"{mode}: boxes differ from the dB ones"
+        np.testing.assert_allclose(np.sort(f["scores"]), np.sort(ref["scores"]), atol=0.02, err_msg=mode)
