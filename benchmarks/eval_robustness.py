@@ -405,8 +405,9 @@ def cfar_on(path: Path, cfar: ModuleType) -> dict[str, np.ndarray]:
     return cfar.cfar_boxes(db, log=False)
 
 
-def ships(weights: Path, work: Path) -> list[dict[str, Any]]:
-    """Every ship variant of the held-out hrsid_mini images through the detector and the CFAR."""
+def ships(weights: Path, work: Path, gsd: str | float = "auto") -> list[dict[str, Any]]:
+    """Every ship variant of the held-out hrsid_mini images through the detector (at `--gsd gsd`;
+    the JPEGs have no transform and always run native) and the CFAR."""
     from PIL import Image
 
     op, cfar = _bench("ships_operating_point"), _bench("ship_cfar")
@@ -429,7 +430,11 @@ def ships(weights: Path, work: Path) -> list[dict[str, Any]]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 summary = detect_scene(
-                    scene, out, models, Options(overwrite=True), DetectOptions(min_score=SHIP_LOW_CUT)
+                    scene,
+                    out,
+                    models,
+                    Options(overwrite=True, gsd=gsd),
+                    DetectOptions(min_score=SHIP_LOW_CUT),
                 )
             read_as.add(summary.get("input_scale"))
             bands.add(",".join(map(str, summary.get("bands") or [])))
@@ -512,6 +517,7 @@ def main() -> None:
     ap.add_argument("--water", type=Path, default=ROOT / "weights" / "sarmae_water.safetensors")
     ap.add_argument("--mstar", type=Path, default=ROOT / "weights" / "sarmae_mstar.safetensors")
     ap.add_argument("--ships", type=Path, default=ROOT / "weights" / "sarmae_ships.safetensors")
+    ap.add_argument("--ships-gsd", default="auto", help="--gsd of the ship detector: auto, native or metres")
     ap.add_argument("--skip-water", action="store_true", help="leave the water head out")
     ap.add_argument("--skip-mstar", action="store_true", help="leave the MSTAR classifier out")
     ap.add_argument("--skip-ships", action="store_true", help="leave the ship detector out")
@@ -538,7 +544,12 @@ def main() -> None:
             res["water"] = [*sen1floods11(methods, work, args.declared_scale), ombria(weights)]
         if not args.skip_ships:
             (work / "ships").mkdir()
-            res["ships"] = {"weights": str(args.ships), "rows": ships(args.ships, work / "ships")}
+            gsd = args.ships_gsd if args.ships_gsd in ("auto", "native") else float(args.ships_gsd)
+            res["ships"] = {
+                "weights": str(args.ships),
+                "gsd": gsd,
+                "rows": ships(args.ships, work / "ships", gsd),
+            }
         if not args.skip_mstar:
             (work / "mstar").mkdir()
             res["mstar"] = mstar(args.mstar, args.mstar_json, work / "mstar")
