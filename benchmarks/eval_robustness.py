@@ -340,8 +340,9 @@ def ship_variants() -> list[ShipVariant]:
 
 
 def ship_amplitude(grey: np.ndarray) -> np.ndarray:
-    """An 8-bit display rendering [H, W] taken as linear amplitude: (g + 0.5) / 256, in (0, 1)."""
-    return ((grey.astype(np.float32) + 0.5) / 256.0).astype(np.float32)
+    """An 8-bit display rendering [H, W] taken as linear amplitude, as the CFAR baseline takes it
+    (`ship_cfar.grey_amplitude`: (g + 0.5) / 256)."""
+    return _bench("ship_cfar").grey_amplitude(grey)
 
 
 def write_ship_variant(

@@ -24,8 +24,9 @@ Parameters (`CfarParams`):
     isolated speckle peaks are a few pixels.
   * k: the only parameter fitted to data. Chosen by `--sweep` on the training images of
     hrsid_mini (all but the held-out scenes P0001, P0004, P0005, which are never read): the JPEG
-    grey levels g read as linear amplitude (power ((g + 0.5) / 255)^2, first band), truth boxes
-    from the masks' 8-connected components (`sarmae_cli.data.detection_labels.mask_objects`),
+    grey levels g read as linear amplitude (`grey_amplitude`: power ((g + 0.5) / 256)^2, first
+    band), truth boxes from the masks' 8-connected components
+    (`sarmae_cli.data.detection_labels.mask_objects`),
     detections matched one-to-one to the truth at IoU >= 0.5, highest score first
     (`sarmae_cli.export.box_parity.match`, torchvision `box_iou`); the k of highest F1 of the
     counts summed over the images (ties to the lower k) is the default: k = 2.25, F1 0.383
@@ -168,13 +169,19 @@ def training_pairs(data: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def grey_amplitude(grey: np.ndarray) -> np.ndarray:
+    """An 8-bit display rendering taken as linear amplitude: (g + 0.5) / 256, in (0, 1) (the
+    assumption `eval_robustness.py` writes its calibrated ship variants under, too)."""
+    return ((np.asarray(grey, np.float32) + 0.5) / 256.0).astype(np.float32)
+
+
 def read_power(path: Path) -> np.ndarray:
-    """An 8-bit rendering's first band as linear power: grey level g -> ((g + 0.5) / 255)^2."""
+    """An 8-bit rendering's first band as linear power: `grey_amplitude` squared."""
     from PIL import Image
 
-    g = np.asarray(Image.open(path), np.float64)
+    g = np.asarray(Image.open(path))
     g = g if g.ndim == 2 else g[..., 0]
-    return ((g + 0.5) / 255.0) ** 2
+    return grey_amplitude(g).astype(np.float64) ** 2
 
 
 def read_truth(path: Path) -> dict[str, np.ndarray]:
