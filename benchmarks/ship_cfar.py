@@ -23,11 +23,14 @@ Parameters (`CfarParams`):
   * min_pixels = 10: the smallest ships (~10 x 3 px) light up at least this many pixels, while
     isolated speckle peaks are a few pixels.
   * k: the only parameter fitted to data. Chosen by `--sweep` on the training images of
-    hrsid_mini (all but the held-out scenes P0001, P0004, P0005, which are never read): the JPEG
-    grey levels g read as linear amplitude (`grey_amplitude`: power ((g + 0.5) / 256)^2, first
-    band), truth boxes from the masks' 8-connected components
-    (`sarmae_cli.data.detection_labels.mask_objects`),
-    detections matched one-to-one to the truth at IoU >= 0.5, highest score first
+    hrsid_mini in the ship detector's own split (`training_samples`:
+    `ships_operating_point.split_samples` with the weights' stored `data.group_by` and split
+    seed at `--val-fraction` 0.2, the images `sarmae evaluate DATA --val-fraction 0.2 -w W`
+    does not score; with the shipped weights the held-out ones are the scenes P0001, P0004,
+    P0005, which the sweep never runs on): the JPEG grey levels g read as linear amplitude
+    (`grey_amplitude`: power ((g + 0.5) / 256)^2, first band), truth boxes those of the split's
+    samples (`sarmae_cli.data.detection_labels.scan_detection`: the masks' 8-connected
+    components), detections matched one-to-one to the truth at IoU >= 0.5, highest score first
     (`sarmae_cli.export.box_parity.match`, torchvision `box_iou`); the k of highest F1 of the
     counts summed over the images (ties to the lower k) is the default: k = 2.25, F1 0.383
     (precision 0.277, recall 0.620 on 50 ships; k = 2.0 gives 0.379, k = 2.5 0.333). A higher k
@@ -37,24 +40,32 @@ Parameters (`CfarParams`):
     OMP_NUM_THREADS=1 python benchmarks/ship_cfar.py --sweep      # the table and the chosen k
     OMP_NUM_THREADS=1 python benchmarks/ship_cfar.py scene.tif    # boxes of some images (dB)
 
-Needs the data in $SARMAE_DATA (default ../shared/data) for the sweep.
+Needs the data in $SARMAE_DATA (default ../shared/data) and the ship detector's weights
+(`-w`, default weights/sarmae_ships.safetensors: only its stored split is used) for the sweep.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
+if TYPE_CHECKING:
+    from sarmae_cli.data.detection_labels import BoxSample
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SARMAE_DATA", ROOT.parent / "shared" / "data"))
-#: Scenes of hrsid_mini held out from every choice made here: never read by the sweep.
-HELD_OUT = ("P0001", "P0004", "P0005")
+#: The ship detector whose stored fine-tuning split gives the sweep its training images.
+WEIGHTS = ROOT / "weights" / "sarmae_ships.safetensors"
 #: The thresholds the sweep scores: 1.5, 1.75, ..., 6.0.
 K_GRID = tuple(1.5 + 0.25 * i for i in range(19))
 _EIGHT = np.ones((3, 3), bool)
@@ -156,17 +167,25 @@ def cfar_boxes(
 # --------------------------------------------------------------------------- the sweep
 
 
-def training_pairs(data: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) of the training images of hrsid_mini: every scene but HELD_OUT."""
-    pairs = []
-    for img in sorted((data / "images").glob("*.jpg")):
-        if img.name.startswith(HELD_OUT):
-            continue
-        mask = data / "masks" / f"{img.stem}.png"
-        if not mask.is_file():
-            raise FileNotFoundError(f"no mask {mask} for {img}")
-        pairs.append((img, mask))
-    return pairs
+def _operating_point() -> ModuleType:
+    """`benchmarks/ships_operating_point.py` (a script, not a package), imported by path."""
+    path = Path(__file__).with_name("ships_operating_point.py")
+    spec = importlib.util.spec_from_file_location("_bench_ships_operating_point", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def training_samples(data: Path, weights: Path = WEIGHTS, val_fraction: float = 0.2) -> list["BoxSample"]:
+    """The training images of a labelled ship set and their truth boxes: the training side of
+    the split the detector `weights` were fine-tuned with (`ships_operating_point.split_samples`;
+    the held-out side is what `sarmae evaluate DATA --val-fraction F -w W` and the operating
+    point score, and is left out here)."""
+    from sarmae_cli.infer.models import Models
+
+    train, _ = _operating_point().split_samples(data, Models("detect", weights, "cpu"), val_fraction)
+    return train
 
 
 def grey_amplitude(grey: np.ndarray) -> np.ndarray:
@@ -184,35 +203,23 @@ def read_power(path: Path) -> np.ndarray:
     return grey_amplitude(g).astype(np.float64) ** 2
 
 
-def read_truth(path: Path) -> dict[str, np.ndarray]:
-    """Truth boxes of a ship mask: its 8-connected components (the project's `mask_objects`)."""
-    from PIL import Image
-
-    from sarmae_cli.data.detection_labels import mask_objects
-
-    m = np.asarray(Image.open(path))
-    m = m[None] if m.ndim == 2 else m.transpose(2, 0, 1)
-    boxes = np.array([b for _, b in mask_objects(m)], np.float32).reshape(-1, 4)
-    return {
-        "boxes": boxes,
-        "scores": np.ones(len(boxes), np.float32),
-        "labels": np.zeros(len(boxes), np.int64),
-    }
-
-
-def sweep(data: Path, params: CfarParams = CfarParams(), ks=K_GRID, iou: float = 0.5) -> dict:
-    """Counts, precision, recall and F1 per k over the training images, and the chosen k."""
+def sweep(
+    samples: Sequence["BoxSample"], params: CfarParams = CfarParams(), ks=K_GRID, iou: float = 0.5
+) -> dict:
+    """Counts, precision, recall and F1 per k over the images of `samples` (the training
+    images, `training_samples`) against their boxes, and the chosen k."""
     from sarmae_cli.export.box_parity import match
 
-    pairs = training_pairs(data)
-    if not pairs:
-        raise FileNotFoundError(f"no training images under {data / 'images'}")
+    if not samples:
+        raise ValueError("no training images to sweep k on")
     counts = {k: [0, 0, 0] for k in ks}
     seconds = []
     n_truth = 0
-    for img, mask in pairs:
-        power, truth = read_power(img), read_truth(mask)
-        n_truth += len(truth["boxes"])
+    for s in samples:
+        power = read_power(s.image)
+        boxes = np.asarray(s.boxes, np.float32).reshape(-1, 4)
+        truth = {"boxes": boxes, "scores": np.ones(len(boxes), np.float32), "labels": np.asarray(s.labels)}
+        n_truth += len(boxes)
         t0 = time.perf_counter()
         stat = cfar_statistic(power, params, log=True)
         boxes_from_statistic(stat, params.k, params.min_pixels)
@@ -237,7 +244,7 @@ def sweep(data: Path, params: CfarParams = CfarParams(), ks=K_GRID, iou: float =
         )
     best = max(rows, key=lambda r: (r["f1"], -r["k"]))  # ties to the lower k
     return {
-        "images": len(pairs),
+        "images": len(samples),
         "ships": n_truth,
         "params": {**params.__dict__, "k": best["k"]},
         "rows": rows,
@@ -256,11 +263,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("images", nargs="*", type=Path, help="images to detect on (one band, dB values)")
     ap.add_argument("--sweep", action="store_true", help="choose k on the hrsid_mini training images")
     ap.add_argument("--data", type=Path, default=DATA / "hrsid_mini", help="hrsid_mini folder")
+    ap.add_argument(
+        "-w", "--weights", type=Path, default=WEIGHTS, help="ship detector whose stored split --sweep uses"
+    )
+    ap.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction of that split")
     ap.add_argument("--linear", action="store_true", help="the images are linear backscatter (log=True)")
     ap.add_argument("--json", type=Path, help="write the sweep here too")
     args = ap.parse_args(argv)
     if args.sweep:
-        out = sweep(args.data)
+        out = sweep(training_samples(args.data, args.weights, args.val_fraction))
         print(f"{out['images']} training images, {out['ships']} ships; params {out['params']}")
         print("     k    TP    FP    FN   prec    rec     F1")
         for r in out["rows"]:
@@ -272,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"chosen k = {out['chosen_k']:g} (F1 {out['chosen_f1']:.3f}); ", end="")
         print(f"{t['median'] * 1e3:.0f} ms per 800x800 image (median, max {t['max'] * 1e3:.0f} ms)")
         if args.json:
-            args.json.write_text(json.dumps(out, indent=1))
+            split = {"data": str(args.data), "weights": str(args.weights), "val_fraction": args.val_fraction}
+            args.json.write_text(json.dumps({**split, **out}, indent=1))
         return
     if not args.images:
         ap.error("give images to detect on, or --sweep")

@@ -1,12 +1,15 @@
 """`benchmarks/ship_cfar.py`: the two-parameter CFAR ship detector on synthetic speckle (ring
 statistics against a direct computation, targets found with their boxes, a quiet sea, NaN and
-edges, log=False on dB input) and its k sweep's data handling."""
+edges, log=False on dB input) and its k sweep: the samples it scores, its options, and its
+training images: those of the shipped detector's own split."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,24 +160,87 @@ def test_an_image_without_valid_pixels_gives_empty_arrays(value):
     check_types(found, 0)
 
 
-def test_sweep_reads_only_training_scenes(tmp_path):
-    """Held-out scenes are never read; truth comes from the masks' green components."""
-    from PIL import Image
-
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    for i, name in enumerate(["P0001_a", "P0002_a", "P0005_b"]):
+def _grey_scenes(folder: Path, names: list[str]) -> list[Path]:
+    """8-bit RGB JPEGs of speckle with the ship SHIPS[0] (+15 dB), 128 x 128 px."""
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i, name in enumerate(names):
         g = np.clip(with_ships(sea(20 + i, (128, 128)), SHIPS[:1]) ** 0.5 * 40, 0, 255).astype(np.uint8)
-        Image.fromarray(np.stack([g] * 3, -1)).save(tmp_path / "images" / f"{name}.jpg", quality=95)
-        mask = np.zeros((128, 128, 3), np.uint8)
-        mask[60:72, 50:80, 1] = 255
-        if not name.startswith(("P0001", "P0005")):
-            Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
-    pairs = cfar.training_pairs(tmp_path)
-    assert [p[0].name for p in pairs] == ["P0002_a.jpg"]  # the held-out ones have no mask
-    np.testing.assert_array_equal(cfar.read_truth(pairs[0][1])["boxes"], SHIPS[:1])
-    out = cfar.sweep(tmp_path, ks=(2.0, 3.0))
-    assert out["images"] == 1 and out["ships"] == 1
+        paths.append(folder / f"{name}.jpg")
+        Image.fromarray(np.stack([g] * 3, -1)).save(paths[-1], quality=95)
+    return paths
+
+
+def test_sweep_scores_the_given_samples_against_their_boxes(tmp_path):
+    """Only the samples' images are read (a broken file beside them is not), and the truth is
+    the samples' boxes: b's box is put on open sea, so b's ship counts as a false positive."""
+    from sarmae_cli.data.detection_labels import BoxSample
+
+    a, b = _grey_scenes(tmp_path, ["P0002_a", "P0003_a"])
+    (tmp_path / "P0001_a.jpg").write_bytes(b"not an image")  # held out: never opened
+    elsewhere = np.array([[5, 100, 35, 112]], np.float32)  # sea only
+    samples = [
+        BoxSample(a, SHIPS[:1].copy(), np.zeros(1, np.int64)),
+        BoxSample(b, elsewhere, np.zeros(1, np.int64)),
+    ]
+    out = cfar.sweep(samples, ks=(2.0, 3.0))
+    assert out["images"] == 2 and out["ships"] == 2
     assert [r["k"] for r in out["rows"]] == [2.0, 3.0]
-    assert all(r["tp"] + r["fn"] == 1 for r in out["rows"])
-    assert out["chosen_k"] in (2.0, 3.0)
+    low, high = out["rows"]
+    # k = 2: a's ship found; b's ship (not in its boxes) a false positive, its box a miss
+    assert (low["tp"], low["fp"], low["fn"]) == (1, 1, 1) and low["f1"] == pytest.approx(0.5)
+    # k = 3 keeps only the ships' cores (IoU 0.43): nothing matches
+    assert (high["tp"], high["fp"], high["fn"]) == (0, 2, 2) and high["f1"] == 0.0
+    assert out["chosen_k"] == out["params"]["k"] == 2.0
+    with pytest.raises(ValueError):
+        cfar.sweep([], ks=(2.0,))
+
+
+def test_sweep_command_takes_its_split_from_the_weights(tmp_path, monkeypatch):
+    """--sweep passes --data, -w and --val-fraction to `training_samples` and writes them with
+    the rows to --json."""
+    from sarmae_cli.data.detection_labels import BoxSample
+
+    (image,) = _grey_scenes(tmp_path, ["P0002_a"])
+    seen = []
+
+    def fake_training_samples(data, weights, val_fraction):
+        seen.append((data, weights, val_fraction))
+        return [BoxSample(image, SHIPS[:1].copy(), np.zeros(1, np.int64))]
+
+    monkeypatch.setattr(cfar, "training_samples", fake_training_samples)
+    out = tmp_path / "sweep.json"
+    cfar.main(["--sweep", "--data", str(tmp_path), "-w", "w.safetensors", "--val-fraction", "0.3",
+               "--json", str(out)])  # fmt: skip
+    assert seen == [(tmp_path, Path("w.safetensors"), 0.3)]
+    doc = json.loads(out.read_text())
+    assert doc["weights"] == "w.safetensors" and doc["val_fraction"] == 0.3
+    assert doc["images"] == 1 and len(doc["rows"]) == len(cfar.K_GRID)
+    cfar.main(["--sweep", "--data", str(tmp_path)])
+    assert seen[-1] == (tmp_path, cfar.WEIGHTS, 0.2)  # the shipped detector, its 0.2 split
+
+
+def test_training_samples_are_the_shipped_detectors_training_split(data_dir):
+    """The sweep's images are the training side of the shipped detector's stored split (none of
+    the scenes its fine-tuning held out), with the split's boxes, and give the default k."""
+    from sarmae_cli.infer.models import Models
+
+    models = Models("detect", cfar.WEIGHTS, "cpu")
+    made = models.meta.provenance  # the fine-tuning's record, under each conversion's
+    while "data" not in made:
+        made = made["converted_from"]
+    recorded = made["data"]
+    train = cfar.training_samples(data_dir / "hrsid_mini")
+    want, held_out = cfar._operating_point().split_samples(data_dir / "hrsid_mini", models, 0.2)
+    assert [s.image for s in train] == [s.image for s in want]
+    for s, w in zip(train, want, strict=True):
+        np.testing.assert_array_equal(s.boxes, w.boxes)
+    groups = {s.image.name.split("_")[0] for s in train}
+    assert not groups & set(recorded["val_groups"]) and len(train) == recorded["train_count"]
+    assert not {s.image for s in train} & {s.image for s in held_out}
+    out = cfar.sweep(train, ks=(2.0, 2.25, 2.5))
+    assert (out["images"], out["ships"]) == (26, 50)
+    r = {row["k"]: row for row in out["rows"]}
+    assert (r[2.25]["tp"], r[2.25]["fp"], r[2.25]["fn"]) == (31, 81, 19)
+    assert out["chosen_k"] == cfar.CfarParams().k == 2.25
+    assert out["chosen_f1"] == pytest.approx(0.383, abs=5e-4)
