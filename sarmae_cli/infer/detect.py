@@ -192,6 +192,17 @@ def to_input_grid(b: Boxes, scene: Scene) -> Boxes:
     return Boxes(b.boxes / np.array([fx, fy, fx, fy], np.float32), b.scores, b.labels)
 
 
+def zoom_scene(scene: Scene, zoom: float) -> None:
+    """Run the model on the scene resized by `zoom` (a detector trained on zoomed images,
+    `detection.zoom`), on top of any pixel-size resampling; boxes come back to the input grid."""
+    if zoom == 1.0:
+        return
+    fy, fx = scene.scale
+    scene.scale = (fy * zoom, fx * zoom)
+    note = f"zoomed x{zoom:g} for the detector"
+    scene.gsd_note = f"{scene.gsd_note}; {note}" if scene.gsd_note else note
+
+
 def detect_scene(
     path: Path,
     output: Path,
@@ -212,6 +223,7 @@ def detect_scene(
     recorded = (models.meta.training or {}).get("detection") or {}
     min_score, max_det, nms_iou = dopts.resolved(recorded)
     with gdal_env(), open_input(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
+        zoom_scene(scene, float(recorded.get("zoom", 1.0)))
         if scene.scale != (1.0, 1.0):
             scene.gsd_note += "; boxes on the input grid"
         backend = models.backend(len(scene.indexes), "detections")
@@ -229,7 +241,9 @@ def detect_scene(
             tmp = stack.enter_context(atomic_output(Path(preview), opts.overwrite))
             write_box_preview(scene, found, tmp)
         summary = run_summary(Path(path), scene, backend, stats, t0, outputs)
-    summary["warnings"] += overlap_warnings(overlap, recorded.get("longest_object"))
+    longest = recorded.get("longest_object")
+    zoom = float(recorded.get("zoom", 1.0))
+    summary["warnings"] += overlap_warnings(overlap, None if longest is None else float(longest) * zoom)
     counts = {n: int((found.labels == i).sum()) for i, n in enumerate(names)}
     summary["notes"].append(
         f"{len(found)} object(s) detected (min score {min_score:g}; tile {tile}, overlap {overlap})"

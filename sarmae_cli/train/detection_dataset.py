@@ -5,7 +5,8 @@ scene-grouped train/validation split, and batch collation.
     x, target = ds[0]      # [C, S, S], {"boxes": [M, 4] xyxy pixels, "labels": [M] int64}
     batch = collate(items)  # ([B, C, S, S], [target, ...])
 
-Training samples are random crops of whole images (rescaled by `scale`, cut so that a random
+Training samples are random crops of whole images (rescaled by `zoom` times a random factor of
+`scale`, cut so that a random
 object is inside with probability `object_crop`, flipped), done by torchvision's box-aware
 transforms; boxes cut by the crop are kept when `min_visible` of them stays inside. Without a
 crop an item is the whole prepared image (sliding-window evaluation).
@@ -40,6 +41,7 @@ class DetectionConfig:
     min_box_size: float = 2.0  # boxes (and mask components) under this many pixels on a side are dropped
     object_crop: float = 0.7  # probability that a training crop holds a random object (else anywhere)
     scale: tuple[float, float] = (0.8, 1.25)  # random rescale of training images
+    zoom: float = 1.0  # model pixels per image pixel: every image is resized by this first (small objects)
     min_visible: float = 0.4  # a box cut by a training crop is kept when this share of it is inside
     center_sampling_radius: float = 1.5  # FCOS positives within this many strides of a box centre
     score_thresh: float = 0.05  # evaluation: lowest detection score kept
@@ -117,10 +119,10 @@ def longest_side(targets: list[Target]) -> float:
     return max(sides, default=0.0)
 
 
-def default_overlap(targets: list[Target], tile: int, patch: int = 16) -> int:
-    """Sliding-window overlap of at least the longest training object, in whole patches, and at
-    most half the tile."""
-    need = int(np.ceil(longest_side(targets) / patch)) * patch
+def default_overlap(targets: list[Target], tile: int, patch: int = 16, zoom: float = 1.0) -> int:
+    """Sliding-window overlap of at least the longest training object (in model pixels: image
+    pixels x `zoom`), in whole patches, and at most half the tile."""
+    need = int(np.ceil(longest_side(targets) * zoom / patch)) * patch
     return int(min(max(need, patch), tile // 2 // patch * patch))
 
 
@@ -164,7 +166,7 @@ class DetectionDataset(Dataset):
         img = tv_tensors.Image(x)
         boxes = tv_tensors.BoundingBoxes(t["boxes"], format="XYXY", canvas_size=(h, w))
         lo, hi = d.scale
-        s = float(np.exp(np.log(lo) + torch.rand(()).item() * (np.log(hi) - np.log(lo))))
+        s = d.zoom * float(np.exp(np.log(lo) + torch.rand(()).item() * (np.log(hi) - np.log(lo))))
         if s != 1.0:
             h, w = max(1, round(h * s)), max(1, round(w * s))
             img, boxes = TF.resize(img, [h, w], antialias=True), TF.resize(boxes, [h, w])

@@ -50,12 +50,19 @@ def detect_image(
     nms_thresh: float = 0.6,
     max_detections: int = 100,
     batch_size: int = 8,
+    zoom: float = 1.0,
 ) -> Target:
     """Boxes of a whole prepared image [C, H, W] (see the module doc): `boxes` [M, 4] xyxy in
-    image pixels, `scores` [M], `labels` [M]. Images smaller than `tile` are zero-padded."""
-    c, h, w = image.shape
+    image pixels, `scores` [M], `labels` [M]. The model sees the image resized by `zoom`
+    (bilinear, as `detect` resamples; `tile` and `overlap` are on that grid); images smaller
+    than `tile` are zero-padded."""
+    _, h, w = image.shape
+    if zoom != 1.0:
+        hz, wz = max(1, round(h * zoom)), max(1, round(w * zoom))
+        image = F.interpolate(image[None], size=(hz, wz), mode="bilinear", align_corners=False)[0]
+    c, hz, wz = image.shape  # [C, H*zoom, W*zoom]
     size = tile
-    x = F.pad(image, (0, max(size - w, 0), 0, max(size - h, 0)))  # [C, H', W']
+    x = F.pad(image, (0, max(size - wz, 0), 0, max(size - hz, 0)))  # [C, H', W']
     hh, ww = x.shape[1:]
     stride = max(1, size - overlap)
     ys, xs = window_starts(hh, size, stride), window_starts(ww, size, stride)
@@ -77,6 +84,7 @@ def detect_image(
             scores.append(d["scores"].cpu()[mine])
             labels.append(d["labels"].cpu()[mine])
     b, s, lab = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+    b = b * torch.tensor([w / wz, h / hz, w / wz, h / hz], dtype=torch.float32)  # back to image pixels
     b[:, 0::2] = b[:, 0::2].clamp(0, w)
     b[:, 1::2] = b[:, 1::2].clamp(0, h)
     keep = batched_nms(b, s, lab, nms_thresh)[:max_detections]
@@ -145,18 +153,22 @@ def evaluate_detection(
     nms_thresh: float = 0.6,
     max_detections: int = 100,
     batch_size: int = 8,
+    zoom: float = 1.0,
 ) -> dict[str, Any]:
-    """Metrics of `model` on whole images `val` (items (x [C, H, W], target)) by sliding window."""
+    """Metrics of `model` on whole images `val` (items (x [C, H, W], target)) by sliding window
+    (the images resized by `zoom` for the model, the boxes scored on the images)."""
     model = model.to(device).eval()
     preds, targets = [], []
     for i in range(len(val)):
         x, t = val[i]
         preds.append(
-            detect_image(model, x, tile, overlap, score_thresh, nms_thresh, max_detections, batch_size)
+            detect_image(model, x, tile, overlap, score_thresh, nms_thresh, max_detections, batch_size, zoom)
         )
         targets.append(t)
     m = detection_metrics(preds, targets, class_names)
     m["tile"] = {"size": tile, "overlap": overlap}
+    if zoom != 1.0:
+        m["zoom"] = zoom
     return m
 
 

@@ -177,7 +177,7 @@ def _evaluate_detection_weights(
     m = evaluate_detection(
         model, DetectionDataset(raws, targets, spec), names, device, tile, overlap,
         float(det.get("score_thresh", 0.05)), float(det.get("nms_thresh", 0.6)),
-        int(det.get("max_detections", 100)), batch_size,
+        int(det.get("max_detections", 100)), batch_size, float(det.get("zoom", 1.0)),
     )  # fmt: skip
     m["warnings"] = shorten(index.report.warnings)
     m["dropped_boxes"] = index.report.dropped_boxes

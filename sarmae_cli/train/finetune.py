@@ -296,12 +296,12 @@ def finetune(
             overlap = (
                 d.tile_overlap
                 if d.tile_overlap is not None
-                else default_overlap(prepared.train.targets, tile)
+                else default_overlap(prepared.train.targets, tile, zoom=d.zoom)
             )
             stride = tile - overlap
             m = evaluate_detection(
                 model, prepared.val, names, env.device, tile, overlap, d.score_thresh, d.nms_thresh,
-                d.max_detections, cfg.eval_batch_size,
+                d.max_detections, cfg.eval_batch_size, d.zoom,
             )  # fmt: skip
         else:
             m = evaluate(model, prepared.val, cfg.task, names, env.device, cfg.eval_batch_size, tile, stride)
@@ -370,6 +370,8 @@ def _output_meta(
             "max_detections": d.max_detections,
             "longest_object": p.info["longest_object"],
         }
+        if d.zoom != 1.0:  # `detect` resizes every scene by it (model pixels per input pixel)
+            training["detection"]["zoom"] = d.zoom
     if p.coding is not None:
         training["mask_values"] = list(p.coding.values)
         training["ignore_value"] = p.coding.ignore_value

@@ -157,6 +157,8 @@ def _check_detection(cfg: FinetuneConfig) -> None:
             raise UsageError(f"detection.{key} is a fraction in [0, 1], got {getattr(d, key)}")
     if not (0 < d.scale[0] <= d.scale[1]):
         raise UsageError(f"detection.scale must be [low, high] with 0 < low <= high, got {list(d.scale)}")
+    if not (0.25 <= d.zoom <= 8):
+        raise UsageError(f"detection.zoom (model pixels per image pixel) must be in [0.25, 8], got {d.zoom}")
     if d.num_convs < 1 or d.max_detections < 1 or d.min_box_size < 0:
         raise UsageError("detection.num_convs and detection.max_detections must be >= 1, min_box_size >= 0")
     if cfg.task == "detection" and cfg.data.chip_size and cfg.data.chip_size % 16:

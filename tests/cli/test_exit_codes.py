@@ -129,6 +129,8 @@ CASES = [
      "--class-names must be distinct comma-separated names"),
     ("finetune {chips} --task detection --set detection.channels=48 -o f.safetensors", 2,
      "detection.channels must be a multiple of 32"),
+    ("finetune {chips} --task detection --set detection.zoom=0 -o f.safetensors", 2,
+     "detection.zoom (model pixels per image pixel) must be in [0.25, 8], got 0"),
     ("finetune {chips} --task detection --set data.group_by=( -o f.safetensors", 2,
      "data.group_by '(' is not a regular expression"),
     ("finetune {chips} --task detection --chip-size 100 -o f.safetensors", 2,

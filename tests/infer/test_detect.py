@@ -26,8 +26,9 @@ from sarmae_cli.infer.boxes import Boxes, BoxMerger, trusted
 from sarmae_cli.infer.detect import DetectOptions, detect_scene
 from sarmae_cli.infer.models import Models
 from sarmae_cli.infer.vectors import COLUMNS, POINT_COLUMNS
-from sarmae_cli.model.detector import points
-from tests.infer.conftest import TRANSFORM, make_detector, make_weights, write_scene
+from sarmae_cli.model.detector import Detector, points
+from sarmae_cli.model.factory import save_model
+from tests.infer.conftest import TRANSFORM, make_detector, make_weights, tiny_meta, write_scene
 from tests.infer.test_gcps import GROUND, write_gcp_scene
 
 TILE, OVERLAP = 64, 32
@@ -157,6 +158,35 @@ def test_boxes_go_back_to_the_input_grid_when_the_model_runs_at_another_pixel_si
     assert pair_up(truth, got)["min_iou"] > 0.999 and len(gdf) == len(ships)
     want = sorted(10.0 * max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in ships)
     assert sorted(gdf["length_m"]) == pytest.approx(want, rel=1e-3)  # geodesic: UTM scale 0.9996
+
+
+def test_a_zoomed_detector_sees_the_scene_enlarged_and_gives_input_grid_boxes(tmp_path):
+    """Weights trained with `detection.zoom` 2 run on the scene at twice its size (twice the
+    tiles; the model sees each ship twice as long) and the boxes come back on the input grid."""
+    meta = tiny_meta("detection", 1, ["ship"])
+    meta.tile = {"size": TILE, "overlap": OVERLAP}
+    meta.training = {"detection": {"zoom": 2.0, "longest_object": 25.0}}
+    weights = tmp_path / "zoom2.safetensors"
+    save_model(weights, Detector(meta.encoder_config, 1, (8, 16, 32), channels=32, num_convs=1), meta)
+    scene = write_scene(tmp_path / "sea.tif", sea(75, 100, [tuple(v // 2 for v in b) for b in SHIPS]))
+    seen = []
+
+    class Sizes(BrightBoxes):
+        def predict(self, batch):
+            labels, _ = ndimage.label(batch[:, 0] > 0)
+            seen.extend(sl[2].stop - sl[2].start for sl in ndimage.find_objects(labels))
+            return super().predict(batch)
+
+    backend = Sizes()
+    s = run(weights, scene, tmp_path / "d.gpkg", backend)
+    assert s["tiles"] == 4 * 6 and "zoomed x2" in " ".join(s["notes"])  # the 150 x 200 grid above
+    assert max(seen) >= 2 * 12  # the longest ship, 12 px in the scene, spans 24 or more model px
+    gdf = gpd.read_file(tmp_path / "d.gpkg")
+    got = {"boxes": gdf[["col_min", "row_min", "col_max", "row_max"]].to_numpy(), "scores": gdf["score"],
+           "labels": gdf["class_id"]}  # fmt: skip
+    ships = np.array([tuple(v // 2 for v in b) for b in SHIPS], np.float32)
+    truth = {"boxes": ships, "scores": np.ones(4), "labels": np.zeros(4)}
+    assert len(gdf) == len(ships) and pair_up(truth, got)["min_iou"] > 0.8
 
 
 def test_cut_boxes_are_left_to_the_neighbour_tile():

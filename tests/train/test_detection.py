@@ -165,6 +165,25 @@ def test_training_crops_keep_boxes_on_their_objects():
     assert x.shape == (2, 1, 48, 48) and len(targets) == 2
 
 
+def test_zoomed_training_crops_show_objects_enlarged():
+    """`detection.zoom` 2 with no random rescale: every object of a crop is twice its size."""
+    rng = np.random.default_rng(3)
+    img, _, boxes = _scene(rng, 2)
+    spec = InputSpec(Scaling(mode="uint8"), [0.0], [1.0], 48)
+    target = {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.zeros(2, dtype=torch.int64)}
+    det = DetectionConfig(scale=(1.0, 1.0), zoom=2.0, object_crop=1.0, min_visible=1.0)
+    ds = DetectionDataset([img[None]], [target], spec, crop=48, det=det)
+    sides = {b[2] - b[0] for b in boxes}
+    seen = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        _, t = ds[0]
+        for x0, _, x1, _ in t["boxes"].tolist():
+            assert round(x1 - x0) in {2 * s for s in sides}
+            seen += 1
+    assert seen >= 10
+
+
 class Oracle(torch.nn.Module):
     """A 'detector' that boxes every bright blob of a window, also blobs cut by its edge (the
     duplicates a sliding window must not keep), as dense FCOS outputs at stride 8."""
@@ -207,6 +226,25 @@ def test_sliding_window_finds_each_object_once():
     assert m["ap50"] == pytest.approx(1.0) and m["ap50_95"] == pytest.approx(1.0)
     missed = {**out, "boxes": out["boxes"] + 100}
     assert detection_metrics([missed], [target], ["square"])["ap50"] == pytest.approx(0.0)
+
+
+def test_a_zoomed_sliding_window_gives_boxes_in_image_pixels():
+    """With `zoom` 2 the model sees the image at twice its size (the windows of a 128-px image)
+    and the boxes come back in the image's pixels."""
+    rng = np.random.default_rng(2)
+    img, _, boxes = _scene(rng, 3)
+    x = torch.from_numpy(img[None].astype(np.float32) / 255)
+    sizes = []
+
+    class Seen(Oracle):
+        def forward(self, tiles):
+            sizes.append(len(tiles))
+            return super().forward(tiles)
+
+    out = detect_image(Seen(), x, tile=64, overlap=32, zoom=2.0)  # the overlap holds a zoomed square
+    assert sum(sizes) == 3 * 3  # 128 px of zoomed image in 64-px windows every 32 px
+    truth = torch.tensor(boxes, dtype=torch.float32)
+    assert len(out["boxes"]) == 3 and (box_iou(out["boxes"], truth).max(1).values > 0.9).all()
 
 
 def test_bad_labels_are_skipped_counted_and_reported(squares):
