@@ -7,7 +7,8 @@
 2. Sen1Floods11 chip (calibrated VV in dB, 512 x 512, EPSG:4326, hand labels): `sarmae
    segment --bands 1 --input-scale MODE` on the same VV band written as dB, linear power,
    amplitude and uint16 amplitude DN, to show the water head is robust to radiometry; IoU against `LabelHand`
-   (-1 and NaN pixels ignored), beside Otsu on the dB values.
+   (-1 and NaN pixels ignored), beside Otsu on the dB values and the best single dB threshold
+   chosen with the labels (raw and 5 x 5 median-filtered; an upper bound for thresholding).
 3. Sentinel-1 GRD clip (`s1_scenes`, dB, 20 m, no labels): the water fraction found.
 
     python benchmarks/eval_water.py                       # the shipped water weights
@@ -30,6 +31,7 @@ import numpy as np
 import rasterio
 import torch
 from PIL import Image
+from scipy.ndimage import median_filter
 from skimage.filters import threshold_otsu
 
 from sarmae_cli.data.synthetic import as_mode
@@ -95,6 +97,18 @@ def segment(weights: Path, src: Path, dst: Path, scale: str = "auto") -> np.ndar
         return ds.read(1)
 
 
+def chip_oracle(db: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """The best single dB threshold of the chip (steps of 0.25 dB), chosen with its own labels,
+    on the raw dB values and after the 5 x 5 median filter of `--method threshold`: an upper
+    bound for any one-threshold rule on this chip, not a method (it looks at the truth)."""
+    out = {}
+    for name, x in (("db", db), ("db_median5", median_filter(np.nan_to_num(db, nan=0.0), 5))):
+        scores = [(iou(np.isfinite(db) & (x < t), truth), float(t)) for t in np.arange(-30.0, 0.0, 0.25)]
+        best, at = max(scores)
+        out[f"oracle_threshold_{name}"], out[f"oracle_threshold_{name}_at"] = best, at
+    return out
+
+
 def sen1floods11(weights: Path, tmp: Path) -> dict[str, float]:
     s1 = next((DATA / "sen1floods11" / "S1").glob("*.tif"))
     label = next((DATA / "sen1floods11" / "Labels").glob("*.tif"))
@@ -105,6 +119,7 @@ def sen1floods11(weights: Path, tmp: Path) -> dict[str, float]:
     valid = np.isfinite(vv_db)
     truth[~valid] = -1
     out = {"otsu_db": iou(otsu_water(np.where(valid, vv_db, np.nan)), truth)}
+    out.update(chip_oracle(np.where(valid, vv_db, np.nan), truth))
     power = np.where(valid, 10 ** (vv_db / 10), np.nan).astype(np.float32)
     for mode in RADIOMETRIES:
         data = as_mode(np.nan_to_num(power, nan=1e-10), mode)  # [H, W]

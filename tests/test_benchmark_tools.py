@@ -200,3 +200,23 @@ def test_gpu_stage_dry_run_on_cpu(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) <= 8 and "pytest_summary.txt" in files  # at most 8 files come back from $OUT
     assert " tests collected" in (tmp_path / "pytest_summary.txt").read_text()
+
+
+def test_chip_oracle_finds_the_best_single_threshold():
+    """eval_water.chip_oracle: a chip whose water lies below -18 dB and land above -8 dB is
+    split exactly (IoU 1, a threshold between the two); with a fifth of the water labels moved to
+    bright land no threshold of the raw values does better than 0.8."""
+    import numpy as np
+
+    mod = _load("eval_water")
+    rng = np.random.default_rng(0)
+    water = np.zeros((40, 40), bool)
+    water[:, :20] = True
+    db = np.where(water, rng.uniform(-25, -18, water.shape), rng.uniform(-8, -2, water.shape))
+    truth = water.astype(np.int64)
+    out = mod.chip_oracle(db, truth)
+    assert out["oracle_threshold_db"] == pytest.approx(1.0)
+    assert -18 <= out["oracle_threshold_db_at"] <= -8
+    truth[:, 20:25] = 1  # labelled water that is bright land
+    out = mod.chip_oracle(db, truth)
+    assert out["oracle_threshold_db"] == pytest.approx(0.8)
