@@ -166,9 +166,7 @@ def evaluate_detection(
         )
         targets.append(t)
     m = detection_metrics(preds, targets, class_names)
-    m["tile"] = {"size": tile, "overlap": overlap}
-    if zoom != 1.0:
-        m["zoom"] = zoom
+    m["tile"] = {"size": tile, "overlap": overlap, **({"zoom": zoom} if zoom != 1.0 else {})}
     return m
 
 
