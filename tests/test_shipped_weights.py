@@ -48,6 +48,30 @@ def test_mstar_classifier_on_test_chips(invoke, data_dir):
     assert len(rows) == 50 and acc >= 0.4
 
 
+def test_mstar_classifier_gives_the_same_answer_under_any_increasing_display_curve(invoke, tmp_path):
+    """A chip and two renderings of it that keep every grey level distinct and in order (gain x2,
+    an offset of +100): the shipped classifier equalises each chip at its input, so all three
+    give the same classes and probabilities (the classifier shipped before issue 32's third
+    stage gave 0.907, 0.843 and 0.914 for its top class)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    chip = rng.gamma(2.0, 12.0, (64, 64)).clip(0, 127).astype(np.uint8)
+    chip[28:36, 24:40] = 120  # a bright target
+    paths = []
+    for name, v in (("chip", chip), ("gain2", chip * 2), ("offset100", chip + 100)):
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(v.astype(np.uint8)).save(paths[-1])
+    r = invoke("classify", *paths, "--top-k", "10", "-q")
+    assert r.exit_code == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 3
+    for row in rows[1:]:
+        assert [row[f"class_{k}"] for k in range(2, 11)] == [rows[0][f"class_{k}"] for k in range(2, 11)]
+        assert row["class"] == rows[0]["class"]
+        assert float(row["probability"]) == pytest.approx(float(rows[0]["probability"]), abs=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["db", "power", "uint16"])
 def test_water_head_on_calibrated_geotiffs(invoke, data_dir, tmp_path, mode):
     """Sen1Floods11 (Spain, 10 m, EPSG:4326, not used in training): the same VV backscatter as
