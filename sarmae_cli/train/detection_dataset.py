@@ -5,10 +5,9 @@ scene-grouped train/validation split, and batch collation.
     x, target = ds[0]      # [C, S, S], {"boxes": [M, 4] xyxy pixels, "labels": [M] int64}
     batch = collate(items)  # ([B, C, S, S], [target, ...])
 
-Training samples are random crops of whole images (rescaled by `zoom` times a random factor of
-`scale`, cut so that a random
-object is inside with probability `object_crop`, flipped), done by torchvision's box-aware
-transforms; boxes cut by the crop are kept when `min_visible` of them stays inside. Without a
+Training samples are random crops of whole images (rescaled by `zoom` times a random factor in
+`scale`, cut so that a random object is inside with probability `object_crop`, flipped), done
+by torchvision's box-aware transforms; boxes cut by the crop are kept when `min_visible` of them stays inside. Without a
 crop an item is the whole prepared image (sliding-window evaluation).
 """
 
