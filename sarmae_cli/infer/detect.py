@@ -222,8 +222,9 @@ def detect_scene(
     head = models.meta.head or {}
     recorded = (models.meta.training or {}).get("detection") or {}
     min_score, max_det, nms_iou = dopts.resolved(recorded)
+    zoom = float(recorded.get("zoom", 1.0))  # a detector trained on enlarged images
     with gdal_env(), open_input(path, models, opts, opts.gsd) as scene, contextlib.ExitStack() as stack:
-        zoom_scene(scene, float(recorded.get("zoom", 1.0)))
+        zoom_scene(scene, zoom)
         if scene.scale != (1.0, 1.0):
             scene.gsd_note += "; boxes on the input grid"
         backend = models.backend(len(scene.indexes), "detections")
@@ -242,7 +243,6 @@ def detect_scene(
             write_box_preview(scene, found, tmp)
         summary = run_summary(Path(path), scene, backend, stats, t0, outputs)
     longest = recorded.get("longest_object")
-    zoom = float(recorded.get("zoom", 1.0))
     summary["warnings"] += overlap_warnings(overlap, None if longest is None else float(longest) * zoom)
     counts = {n: int((found.labels == i).sum()) for i, n in enumerate(names)}
     summary["notes"].append(
