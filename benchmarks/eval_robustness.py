@@ -64,7 +64,6 @@ Needs the data in $SARMAE_DATA (default ../shared/data) and scikit-image.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -96,6 +95,9 @@ from sarmae_cli.infer.threshold import threshold_scene
 from sarmae_cli.train.detection_eval import detection_metrics
 from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
 
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/ is a folder of scripts
+from siblings import load as _bench  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SARMAE_DATA", ROOT.parent / "shared" / "data"))
 DN_PER_AMPLITUDE = 1000.0  # uint16 DN = amplitude x this constant
@@ -125,15 +127,6 @@ def variants() -> list[Variant]:
     out += [Variant(pol=p) for p in POLS if p != "VV"]
     out += [Variant(factor=f) for f in (0.5, 2.0, 5.0)]
     return out
-
-
-def _bench(name: str) -> ModuleType:
-    """Another script of benchmarks/ (not a package), imported by path."""
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- writing the variants -------------------------------------------------------------------

@@ -45,7 +45,6 @@ Needs the data in $SARMAE_DATA (default ../shared/data) and the ship detector's 
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -53,11 +52,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/ is a folder of scripts
+from siblings import load  # noqa: E402
 
 if TYPE_CHECKING:
     from sarmae_cli.data.detection_labels import BoxSample
@@ -167,16 +168,6 @@ def cfar_boxes(
 # --------------------------------------------------------------------------- the sweep
 
 
-def _operating_point() -> ModuleType:
-    """`benchmarks/ships_operating_point.py` (a script, not a package), imported by path."""
-    path = Path(__file__).with_name("ships_operating_point.py")
-    spec = importlib.util.spec_from_file_location("_bench_ships_operating_point", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def training_samples(data: Path, weights: Path = WEIGHTS, val_fraction: float = 0.2) -> list["BoxSample"]:
     """The training images of a labelled ship set and their truth boxes: the training side of
     the split the detector `weights` were fine-tuned with (`ships_operating_point.split_samples`;
@@ -184,7 +175,8 @@ def training_samples(data: Path, weights: Path = WEIGHTS, val_fraction: float = 
     point score, and is left out here)."""
     from sarmae_cli.infer.models import Models
 
-    train, _ = _operating_point().split_samples(data, Models("detect", weights, "cpu"), val_fraction)
+    op = load("ships_operating_point")
+    train, _ = op.split_samples(data, Models("detect", weights, "cpu"), val_fraction)
     return train
 
 
@@ -210,6 +202,8 @@ def sweep(
     images, `training_samples`) against their boxes, and the chosen k."""
     from sarmae_cli.export.box_parity import match
 
+    truth_of = load("ships_operating_point").truth_of
+
     if not samples:
         raise ValueError("no training images to sweep k on")
     counts = {k: [0, 0, 0] for k in ks}
@@ -217,9 +211,8 @@ def sweep(
     n_truth = 0
     for s in samples:
         power = read_power(s.image)
-        boxes = np.asarray(s.boxes, np.float32).reshape(-1, 4)
-        truth = {"boxes": boxes, "scores": np.ones(len(boxes), np.float32), "labels": np.asarray(s.labels)}
-        n_truth += len(boxes)
+        truth = truth_of([s])[0]
+        n_truth += len(s.boxes)
         t0 = time.perf_counter()
         stat = cfar_statistic(power, params, log=True)
         boxes_from_statistic(stat, params.k, params.min_pixels)

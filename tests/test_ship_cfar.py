@@ -231,7 +231,7 @@ def test_training_samples_are_the_shipped_detectors_training_split(data_dir):
         made = made["converted_from"]
     recorded = made["data"]
     train = cfar.training_samples(data_dir / "hrsid_mini")
-    want, held_out = cfar._operating_point().split_samples(data_dir / "hrsid_mini", models, 0.2)
+    want, held_out = cfar.load("ships_operating_point").split_samples(data_dir / "hrsid_mini", models, 0.2)
     assert [s.image for s in train] == [s.image for s in want]
     for s, w in zip(train, want, strict=True):
         np.testing.assert_array_equal(s.boxes, w.boxes)
