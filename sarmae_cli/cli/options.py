@@ -74,8 +74,9 @@ Gsd = Annotated[
     str,
     typer.Option(
         "--gsd",
-        help="Pixel size the model runs at: auto (the one the weights record; native when they "
-        "record none), native, or metres (e.g. 10). Outputs stay on the input grid.",
+        help="Pixel size the model runs at: auto (the one the weights record; for a recorded range, "
+        "native inside it and the nearer end outside it; native when they record none), native, or "
+        "metres (e.g. 10). Outputs stay on the input grid.",
     ),
 ]
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sarmae_cli.cli.options import JsonSummary, Overwrite, output_option
+from sarmae_cli.data.geometry import parse_weights_gsd
 from sarmae_cli.errors import WeightsError, WeightsNotFoundError
 from sarmae_cli.outputs import check_extension, check_output
 from sarmae_cli.paths import require_path
@@ -233,9 +234,11 @@ def convert(
         int | None, typer.Option("--overlap", min=0, help="Default tile overlap stored in the weights.")
     ] = None,
     gsd: Annotated[
-        float | None,
+        str | None,
         typer.Option(
-            "--gsd", min=0.01, help="Pixel size (metres) the weights were trained at; --gsd auto uses it."
+            "--gsd",
+            help="Pixel size (metres) the weights were trained at, or a range LO:HI they read as they are "
+            "(trained on mixed resolutions); --gsd auto uses it.",
         ),
     ] = None,
     min_score: Annotated[
@@ -259,6 +262,7 @@ def convert(
     $ sarmae weights convert ships.safetensors --min-score 0.55 -o ships_op.safetensors
     """
     require_path(src, "weights file", WeightsNotFoundError)
+    training_gsd = parse_weights_gsd(gsd) if gsd is not None else None
     check_extension(output, "safetensors", "-o", "the converted weights file")
     check_output(output, overwrite, inputs=[src])
     argv = ["sarmae", "weights", "convert", str(src), "-o", str(output)]
@@ -266,14 +270,15 @@ def convert(
     argv += (["--tile", str(tile)] if tile else []) + (
         ["--overlap", str(overlap)] if overlap is not None else []
     )
-    argv += ["--gsd", f"{gsd:g}"] if gsd else []
+    argv += ["--gsd", gsd] if gsd is not None else []
     argv += ["--min-score", f"{min_score:g}"] if min_score is not None else []
     from sarmae_cli.model import checkpoint
 
     tiles = {k: v for k, v in {"size": tile, "overlap": overlap}.items() if v is not None}
     meta = checkpoint.convert_weights(
-        src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv), tiles or None, gsd, min_score
-    )
+        src, output, fp16, drop_mae_decoder, overwrite, shlex.join(argv), tiles or None, training_gsd,
+        min_score,
+    )  # fmt: skip
     size = output.stat().st_size / 1e6
     typer.echo(f"wrote {output}: {meta.task}, {_arch(meta.encoder)}, {size:.1f} MB", err=True)
 

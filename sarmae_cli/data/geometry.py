@@ -28,30 +28,66 @@ def parse_gsd(text: str) -> str | float:
 
 Scale = tuple[float, float]  # model pixels per scene pixel, (rows, columns)
 NATIVE: Scale = (1.0, 1.0)
+#: What weights record (`training.gsd`): one pixel size in metres, or a (finest, coarsest) range
+#: of pixel sizes the model reads as they are (detectors trained on a mix of resolutions).
+WeightsGsd = float | tuple[float, float]
+
+
+def parse_weights_gsd(value: object, what: str = "--gsd") -> WeightsGsd:
+    """A recorded or given training pixel size -> metres, or a (finest, coarsest) range from
+    a two-number list or "LO:HI" text; anything else is a usage error."""
+    try:
+        if isinstance(value, str) and ":" in value:
+            value = value.split(":")
+        if isinstance(value, list | tuple):
+            lo, hi = (float(v) for v in value)
+            if 0 < lo <= hi:
+                return (lo, hi) if lo < hi else lo
+        elif float(value) > 0:
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise UsageError(
+        f"{what} {value!r}: give the training pixel size in metres, e.g. 10, or a range LO:HI such as 0.5:5"
+    )
+
+
+def _fmt(g: WeightsGsd) -> str:
+    return f"{g[0]:g}-{g[1]:g}" if isinstance(g, tuple) else f"{g:g}"
 
 
 def resolve_gsd(
-    scene_gsd: tuple[float, float] | None, weights_gsd: float | None, gsd: str | float = "auto"
+    scene_gsd: tuple[float, float] | None, weights_gsd: WeightsGsd | None, gsd: str | float = "auto"
 ) -> tuple[Scale, str]:
     """The resampling factors of a scene, (rows, columns): model pixels per scene pixel, i.e.
     the scene's pixel size along each axis over the model's (the axes differ for grids in
     degrees away from the equator), and the line that says so. `gsd`: "auto" (the GSD the
-    weights record), "native" (no resampling) or a target in metres. Unknown sizes run
-    native, with a note; a factor beyond MAX_GSD_RATIO either way is a usage error."""
+    weights record; for a recorded range, a scene inside it runs native and one outside it is
+    resampled to the nearer end), "native" (no resampling) or a target in metres. Unknown sizes
+    run native, with a note; a factor beyond MAX_GSD_RATIO either way is a usage error."""
     if gsd == "native":
         return NATIVE, ""
     target = weights_gsd if gsd == "auto" else float(gsd)
     if target is None:
         return NATIVE, ""  # the weights record no pixel size: native, as trained
     if scene_gsd is None:
-        return NATIVE, f"pixel size unknown (no geotransform): native resolution, not {target:g} m"
+        return NATIVE, f"pixel size unknown (no geotransform): native resolution, not {_fmt(target)} m"
     size = " x ".join(f"{g:.3g}" for g in scene_gsd)
-    factors = (scene_gsd[0] / target, scene_gsd[1] / target)
+    if isinstance(target, tuple):
+        lo, hi = target
+        goal = [min(max(g, lo), hi) for g in scene_gsd]  # each axis to the nearer end of the range
+        factors = (scene_gsd[0] / goal[0], scene_gsd[1] / goal[1])
+        model = f"the model's range is {lo:g}-{hi:g} m"
+        to = " x ".join(f"{g:.3g}" for g in goal)
+    else:
+        factors = (scene_gsd[0] / target, scene_gsd[1] / target)
+        model, to = f"the model's is {target:g} m", f"{target:g}"
     if max(max(f, 1 / f) for f in factors) > MAX_GSD_RATIO:
         raise UsageError(
-            f"the scene's pixels are {size} m and the model's {target:g} m, a ratio beyond "
+            f"the scene's pixels are {size} m and the model's {_fmt(target)} m, a ratio beyond "
             f"{MAX_GSD_RATIO:g}x; give --gsd native to run it anyway"
         )
     if all(abs(f - 1) < 0.02 for f in factors):
-        return NATIVE, f"pixel size {size} m: native (the model's is {target:g} m)"
-    return factors, f"pixel size {size} m resampled to {target:g} m for the model"
+        return NATIVE, f"pixel size {size} m: native ({model})"
+    note = f"pixel size {size} m resampled to {to} m for the model"
+    return factors, note + (f" ({model})" if isinstance(target, tuple) else "")

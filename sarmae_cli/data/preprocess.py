@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sarmae_cli.data.geometry import WeightsGsd, parse_weights_gsd
 from sarmae_cli.data.scaling import MODES, Scaling, detect_mode, prepare, scene_scaling, stretch_range, to_db
 from sarmae_cli.errors import UsageError
 
@@ -162,7 +163,7 @@ class InputSpec:
     tile_size: int = 0  # sliding-window tile of scenes (0: chip_size)
     tile_overlap: int = 0  # sliding-window overlap of dense (segmentation) inference
     patch_size: int = 16
-    gsd: float | None = None  # ground sample distance (metres) the weights were trained at
+    gsd: WeightsGsd | None = None  # pixel size (metres) the weights were trained at, or a range
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
@@ -176,6 +177,7 @@ class InputSpec:
         Older files without `training.preprocess` resize to the tile size."""
         encoder, tile = meta.get("encoder", {}), meta.get("tile") or {}
         pre = (meta.get("training") or {}).get("preprocess", {})
+        gsd = (meta.get("training") or {}).get("gsd")
         tile_size = int(tile.get("size", encoder.get("img_size", 224)))
         norm = meta["normalization"]
         return cls(
@@ -188,7 +190,7 @@ class InputSpec:
             tile_size,
             int(tile.get("overlap", 0)),
             int(encoder.get("patch_size", 16)),
-            float(gsd) if (gsd := (meta.get("training") or {}).get("gsd")) else None,
+            parse_weights_gsd(gsd, "training.gsd") if gsd else None,
         )
 
     def preprocess_meta(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from timm.models import adapt_input_conv
 
 from sarmae_cli import __version__
+from sarmae_cli.data.geometry import parse_weights_gsd
 from sarmae_cli.errors import (
     UnsafeCheckpointError,
     UsageError,
@@ -172,13 +173,14 @@ def convert_weights(
     overwrite: bool = False,
     command: str | None = None,
     tile: dict[str, int] | None = None,
-    gsd: float | None = None,
+    gsd: float | tuple[float, float] | None = None,
     min_score: float | None = None,
 ) -> WeightsMeta:
     """Copy `src` to `dst` (checksum verified), optionally storing floats as fp16, dropping
     the MAE decoder of pretraining weights (what `embed` and fine-tuning need is the encoder),
     setting the default inference `tile` ({"size", "overlap"}), recording the pixel size
-    the weights were trained at (`gsd`, metres: `training.gsd`) and, for detectors, the default
+    the weights were trained at (`gsd`, metres, or a (finest, coarsest) range of pixel sizes
+    read as they are: `training.gsd`) and, for detectors, the default
     score cut-off of `sarmae detect` (`min_score`: `training.detection.min_score`). The
     original provenance is kept under `provenance.converted_from`."""
     src, dst = Path(src), Path(dst)
@@ -193,9 +195,8 @@ def convert_weights(
         detection = {**meta.training.get("detection", {}), "min_score": float(min_score)}
         meta.training = {**meta.training, "detection": detection}
     if gsd is not None:
-        if not gsd > 0:
-            raise WeightsError(f"--gsd {gsd}: give the training pixel size in metres, e.g. 10")
-        meta.training = {**meta.training, "gsd": float(gsd)}
+        value = parse_weights_gsd(gsd)
+        meta.training = {**meta.training, "gsd": list(value) if isinstance(value, tuple) else value}
     if tile:
         patch = meta.encoder_config.patch_size
         size, overlap = (

@@ -7,8 +7,8 @@ scene-grouped train/validation split, and batch collation.
 
 Training samples are random crops of whole images (rescaled by `zoom` times a random factor in
 `scale`, cut so that a random object is inside with probability `object_crop`, flipped), done
-by torchvision's box-aware transforms; boxes cut by the crop are kept when `min_visible` of them stays inside. Without a
-crop an item is the whole prepared image (sliding-window evaluation).
+by torchvision's box-aware transforms; boxes cut by the crop are kept when `min_visible` of them
+stays inside. Without a crop an item is the whole prepared image (sliding-window evaluation).
 """
 
 from __future__ import annotations

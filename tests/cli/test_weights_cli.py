@@ -240,3 +240,21 @@ def test_convert_stores_the_detect_min_score_and_keeps_the_tensors(invoke, tmp_p
     again = tmp_path / "zero.safetensors"
     assert invoke("weights", "convert", out, "--min-score", "0", "-o", again).exit_code == 0
     assert read_meta(again).training["detection"]["min_score"] == 0.0
+
+
+def test_convert_records_a_pixel_size_range(invoke, tmp_path):
+    """`--gsd LO:HI` records the range a detector trained on mixed resolutions reads as it is
+    (`training.gsd` [LO, HI]) with the same tensors; a bad range is a one-line usage error and
+    writes nothing."""
+    from tests.infer.conftest import make_detector
+
+    det = make_detector(tmp_path / "det.safetensors")
+    out = tmp_path / "r.safetensors"
+    r = invoke("weights", "convert", det, "--gsd", "0.5:5", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    meta = read_meta(out)
+    assert meta.training["gsd"] == [0.5, 5.0] and meta.provenance["command"].endswith("--gsd 0.5:5")
+    assert meta.tensors_sha256 == read_meta(det).tensors_sha256
+    r = invoke("weights", "convert", det, "--gsd", "5:0.5", "-o", tmp_path / "bad.safetensors")
+    assert r.exit_code == 2 and "or a range LO:HI" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -7,8 +7,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from sarmae_cli.data import raster
-from sarmae_cli.data.geometry import parse_gsd, resolve_gsd
-from sarmae_cli.data.preprocess import resample
+from sarmae_cli.data.geometry import parse_gsd, parse_weights_gsd, resolve_gsd
+from sarmae_cli.data.preprocess import InputSpec, resample
 from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.api import Options, segment_scene
 from sarmae_cli.infer.models import Models
@@ -140,3 +140,40 @@ def test_to_input_grid_copes_with_reused_value_buffers():
     rows = np.minimum(((np.arange(9) + 0.5) * 2 / 3).astype(int), 5)
     cols = np.minimum(((np.arange(6) + 0.5) * 2 / 3).astype(int), 3)
     np.testing.assert_array_equal(out, model[:, rows][:, :, cols])
+
+
+def test_a_recorded_range_resamples_only_scenes_outside_it(tmp_path):
+    """Weights that record a range of pixel sizes (trained on mixed resolutions, e.g. the ship
+    detector's 0.5-5 m) read a scene inside it as it is and bring one outside it to the nearer
+    end; `weights convert --gsd LO:HI` records it, and bad ranges are usage errors."""
+    assert parse_weights_gsd("0.5:5") == (0.5, 5.0) and parse_weights_gsd([0.5, 5]) == (0.5, 5.0)
+    assert parse_weights_gsd("10") == 10.0 and parse_weights_gsd([3, 3]) == 3.0
+    for bad in ("5:0.5", "0:5", "a:b", "1:2:3", "-1", [1]):
+        with pytest.raises(UsageError, match="or a range LO:HI"):
+            parse_weights_gsd(bad)
+    rng = (0.5, 5.0)
+    assert resolve_gsd((2.0, 2.0), rng, "auto")[0] == (1.0, 1.0)  # inside: native
+    assert "native (the model's range is 0.5-5 m)" in resolve_gsd((2.0, 2.0), rng, "auto")[1]
+    factor, note = resolve_gsd((10.0, 10.0), rng, "auto")  # Sentinel-1 GRD: up to 5 m
+    assert factor == pytest.approx((2.0, 2.0)) and "resampled to 5 x 5 m" in note
+    assert resolve_gsd((0.25, 0.25), rng, "auto")[0] == pytest.approx((0.5, 0.5))  # down to 0.5 m
+    assert resolve_gsd((10.0, 4.0), rng, "auto")[0] == pytest.approx((2.0, 1.0))  # axis by axis
+    assert resolve_gsd((10.0, 10.0), rng, 1.0)[0] == pytest.approx((10.0, 10.0))  # METRES wins
+    assert resolve_gsd((10.0, 10.0), rng, "native")[0] == (1.0, 1.0)
+    assert resolve_gsd(None, rng, "auto")[1].startswith("pixel size unknown")
+    with pytest.raises(UsageError, match="0.5-5 m, a ratio beyond 20x"):
+        resolve_gsd((200.0, 200.0), rng, "auto")
+    weights = make_weights(tmp_path / "w.safetensors", "segmentation", 2, ["land", "water"])
+    ranged = convert_weights(weights, tmp_path / "wr.safetensors", gsd=(0.5, 5.0))
+    assert ranged.training["gsd"] == [0.5, 5.0]
+    models = Models("segment", tmp_path / "wr.safetensors", device="cpu")
+    assert InputSpec.from_meta(models.meta.to_dict()).gsd == (0.5, 5.0)
+    db = np.random.default_rng(0).normal(-15, 3, (2, 40, 40)).astype(np.float32)
+    scene = write_scene(tmp_path / "s10.tif", db)  # 10 m: resampled to 5 m, written back at 10 m
+    out = segment_scene(scene, tmp_path / "s10_out.tif", models, Options(progress=None))
+    assert any("resampled to 5 x 5 m" in n for n in out["notes"]), out["notes"]
+    with rasterio.open(tmp_path / "s10_out.tif") as o:
+        assert o.shape == (40, 40) and o.transform.a == 10.0
+    at2 = write_scene(tmp_path / "s2.tif", db, transform=from_origin(500000.0, 4_650_000.0, 2.0, 2.0))
+    out = segment_scene(at2, tmp_path / "s2_out.tif", models, Options(progress=None))
+    assert not any("resampled" in n for n in out["notes"])
