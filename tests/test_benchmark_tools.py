@@ -1,6 +1,7 @@
 """Small checks of the benchmark helpers whose output the docs quote."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -220,3 +222,51 @@ def test_chip_oracle_finds_the_best_single_threshold():
     truth[:, 20:25] = 1  # labelled water that is bright land
     out = mod.chip_oracle(db, truth)
     assert out["oracle_threshold_db"] == pytest.approx(0.8)
+
+
+def test_permanent_water_becomes_ignore_and_floods_stay_water():
+    """ombria_permanent_water.ambiguous on a 128 x 128 scene with speckle: a river dark in both
+    images and labelled land becomes ambiguous, a flood dark only after the event (labelled
+    water) and bright land are left alone; a flat BEFORE image (no bimodal tile: a fallback
+    threshold) changes nothing."""
+    import numpy as np
+
+    mod = _load("ombria_permanent_water")
+    rng = np.random.default_rng(0)
+    river = np.zeros((128, 128), bool)
+    river[:, 20:40] = True
+    flood = np.zeros((128, 128), bool)
+    flood[:, 80:110] = True
+
+    def grey(dark):
+        return np.clip(np.where(dark, 40, 170) + rng.normal(0, 10, dark.shape), 0, 255).astype(np.uint8)
+
+    before, after = grey(river), grey(river | flood)
+    mask = np.where(flood, 255, 0).astype(np.uint8)
+    amb = mod.ambiguous(before, after, mask, max_share=0.5)
+    assert amb[:, 22:38].all() and not amb[:, 45:75].any() and not amb[flood].any()
+    assert amb.mean() == pytest.approx(river.mean(), abs=0.02)
+    flat = np.full((128, 128), 120, np.uint8)
+    assert not mod.ambiguous(flat, after, mask, max_share=0.5).any()
+    assert not mod.ambiguous(before, after, mask, max_share=0.1).any()  # more than 10 %: untrusted
+
+
+def test_opensarship_ship_box_and_chip_scores():
+    """ships_opensarship: a ship's head-tail segment widened by its AIS width, centred in its
+    chip; a box on the centre is a hit, one elsewhere an other box; the malformed closing tag of
+    some archives' Ship.xml is read."""
+    import numpy as np
+
+    mod = _load("ships_opensarship")
+    ship = {"Head_x": 110.0, "Head_y": 200.0, "Tail_x": 90.0, "Tail_y": 200.0, "Center_x": 100.0,
+            "Center_y": 200.0, "width_m": 20.0}  # fmt: skip
+    box = mod.ship_box(ship, (41, 41))  # centre (20, 20): 21 px long, 2 px wide (1 px each side)
+    np.testing.assert_allclose(box, [9, 19, 32, 22])
+    chip = mod.Chip("c", np.zeros((41, 41), np.float32), box)
+    hit, hit30, other = mod.score_chip(np.array([[10, 18, 30, 23], [0, 0, 5, 5]], np.float32), chip)
+    assert (hit, hit30, other) == (True, True, 1)
+    assert mod.score_chip(np.zeros((0, 4), np.float32), chip) == (False, False, 0)
+    xml = (b"<ShipList><ship><SARShipInformation><Head_x>1</Head_x><Head_y>2</Head_y><Tail_x>3</Tail_x>"
+           b"<Tail_y>4</Tail_y><Center_x>2</Center_x><Center_y>3</Center_y></SARShipInformation>"
+           b"<AISShipInformation><Width>30</Width></AISShipInformation></ship><\\ShipList>")  # fmt: skip
+    assert mod._ships(xml)[(2, 3)]["width_m"] == 30.0

@@ -1,0 +1,100 @@
+"""OMBRIA's masks with permanent water made "ignore" (issue 32 item 5: label sources).
+
+OMBRIA's masks mark the flood extent in the AFTER image, so rivers and lakes that were water
+before the flood are labelled land (e.g. `S1_mask_0453`: a river, dark in both images, land in
+the mask). A head trained on them is taught that some open water is land. This script writes a
+copy of an OMBRIA folder in which a pixel labelled land becomes ignore (128) when the physical
+threshold (`infer/threshold.threshold_image`) calls it water in both the BEFORE and the AFTER
+image. An image keeps its mask when either threshold is a fallback (no bimodal tile) or when
+more than `--max-share` of it would become ignore (a failing threshold). The rule was fixed on
+the training folder, before any run (`runs/RULES.md`).
+
+    python benchmarks/ombria_permanent_water.py OUT [--split] [--preview perm.png]
+
+writes `OUT/all/{AFTER,MASK}` (images linked, masks rewritten) that `sarmae finetune --task
+segmentation` reads with `--set data.mask_values=[0,255] --set data.ignore_value=128`; with
+`--split`, also the validation split of `finetune --val-fraction 0.2` (seed 0) as
+`OUT/{train,held}_{relabelled,original}/` (links), to compare runs on the same held-out images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sarmae_cli.data import labelled as L
+from sarmae_cli.infer.threshold import threshold_image
+
+DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+IGNORE = 128
+
+
+def ambiguous(before: np.ndarray, after: np.ndarray, mask: np.ndarray, max_share: float) -> np.ndarray:
+    """[H, W] grey BEFORE and AFTER images and 0/255 mask -> [H, W] bool: land in the mask, dark
+    (water) in both images by the physical threshold; all False when the rule cannot be trusted."""
+    water_b, t_b = threshold_image(before.astype(np.float32))
+    water_a, t_a = threshold_image(after.astype(np.float32))
+    amb = water_b & water_a & (mask < 128)
+    if t_b.fallback or t_a.fallback or amb.mean() > max_share:
+        return np.zeros_like(amb)
+    return amb
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        dst.symlink_to(src.resolve())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="output folder")
+    ap.add_argument("--data", type=Path, default=DATA / "ombria_s1" / "train")
+    ap.add_argument("--max-share", type=float, default=0.5, help="leave an image unchanged above this share")
+    ap.add_argument("--split", action="store_true", help="also write the 0.2 / seed 0 validation split")
+    ap.add_argument("--preview", type=Path, help="PNG of a few images: BEFORE, AFTER, mask, new mask")
+    args = ap.parse_args()
+    pairs, _ = L.scan_segmentation(args.data)
+    all_dir = args.out / "all"
+    (all_dir / "MASK").mkdir(parents=True, exist_ok=True)
+    changed, shares, views = 0, [], []
+    new_masks = {}
+    for img, mpath in pairs:
+        before_path = args.data / "BEFORE" / img.name.replace("_after_", "_before_")
+        after = np.asarray(Image.open(img).convert("L"))
+        before = np.asarray(Image.open(before_path).convert("L"))
+        mask = np.asarray(Image.open(mpath).convert("L"))
+        amb = ambiguous(before, after, mask, args.max_share)
+        new = np.where(amb, IGNORE, mask).astype(np.uint8)
+        changed += bool(amb.any())
+        shares.append(amb.mean())
+        _link(img, all_dir / "AFTER" / img.name)
+        out_mask = all_dir / "MASK" / mpath.name
+        Image.fromarray(new).save(out_mask)
+        new_masks[img] = out_mask
+        if args.preview and amb.mean() > 0.05 and len(views) < 6:
+            views.append(np.concatenate([before, after, mask, new], 1))
+    print(
+        f"{len(pairs)} images, {changed} relabelled; ignore share of all pixels {np.mean(shares):.3f} "
+        f"(-> {all_dir})"
+    )
+    if args.split:
+        train, held = L.holdout_pairs(pairs, 0.2, 0)
+        for name, part in (("train", train), ("held", held)):
+            for img, mpath in part:
+                _link(img, args.out / f"{name}_relabelled" / "AFTER" / img.name)
+                _link(new_masks[img], args.out / f"{name}_relabelled" / "MASK" / mpath.name)
+                _link(img, args.out / f"{name}_original" / "AFTER" / img.name)
+                _link(mpath, args.out / f"{name}_original" / "MASK" / mpath.name)
+        print(f"split: {len(train)} train, {len(held)} held out")
+    if args.preview and views:
+        Image.fromarray(np.concatenate(views, 0)).save(args.preview)
+        print(f"preview -> {args.preview}")
+
+
+if __name__ == "__main__":
+    main()
