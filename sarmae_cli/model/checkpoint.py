@@ -26,7 +26,6 @@ from safetensors.torch import load_file, save_file
 from timm.models import adapt_input_conv
 
 from sarmae_cli import __version__
-from sarmae_cli.data.geometry import parse_weights_gsd
 from sarmae_cli.errors import (
     UnsafeCheckpointError,
     UsageError,
@@ -195,8 +194,10 @@ def convert_weights(
         detection = {**meta.training.get("detection", {}), "min_score": float(min_score)}
         meta.training = {**meta.training, "detection": detection}
     if gsd is not None:
-        value = parse_weights_gsd(gsd)
-        meta.training = {**meta.training, "gsd": list(value) if isinstance(value, tuple) else value}
+        sizes = [float(v) for v in gsd] if isinstance(gsd, tuple | list) else [float(gsd)]
+        if not (all(v > 0 for v in sizes) and sizes == sorted(sizes) and len(sizes) in (1, 2)):
+            raise UsageError(f"--gsd {gsd}: give a training pixel size in metres, or a range LO:HI")
+        meta.training = {**meta.training, "gsd": sizes if len(sizes) == 2 else sizes[0]}
     if tile:
         patch = meta.encoder_config.patch_size
         size, overlap = (
