@@ -1,15 +1,16 @@
-"""OMBRIA's masks with permanent water made "ignore" (issue 32 item 5: label sources).
+"""OMBRIA's masks with permanent water labelled water (or ignore) (issue 32 item 5: label sources).
 
 OMBRIA's masks mark the flood extent in the AFTER image, so rivers and lakes that were water
 before the flood are labelled land (e.g. `S1_mask_0453`: a river, dark in both images, land in
 the mask). A head trained on them is taught that some open water is land. This script writes a
-copy of an OMBRIA folder in which a pixel labelled land becomes ignore (128) when the physical
-threshold (`infer/threshold.threshold_image`) calls it water in both the BEFORE and the AFTER
-image. An image keeps its mask when either threshold is a fallback (no bimodal tile) or when
-more than `--max-share` of it would become ignore (a failing threshold). The rule was fixed on
-the training folder, before any run (`runs/RULES.md`).
+copy of an OMBRIA folder in which a pixel labelled land becomes water (255; with `--as ignore`,
+ignore: 128) when the physical threshold (`infer/threshold.threshold_image`) calls it water in
+both the BEFORE and the AFTER image. An image keeps its mask when either threshold is a fallback
+(no bimodal tile) or when more than `--max-share` of it would change (a failing threshold). The
+rule was fixed on the training folder, before any run (`runs/RULES.md`); `--as ignore` was tried
+first, then `--as water` (the shipped water head), each on the validation split.
 
-    python benchmarks/ombria_permanent_water.py OUT [--split] [--preview perm.png]
+    python benchmarks/ombria_permanent_water.py OUT [--as water|ignore] [--split] [--preview perm.png]
 
 writes `OUT/all/{AFTER,MASK}` (images linked, masks rewritten) that `sarmae finetune --task
 segmentation` reads with `--set data.mask_values=[0,255] --set data.ignore_value=128`; with
@@ -30,7 +31,7 @@ from sarmae_cli.data import labelled as L
 from sarmae_cli.infer.threshold import threshold_image
 
 DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-IGNORE = 128
+IGNORE, WATER = 128, 255
 
 
 def ambiguous(before: np.ndarray, after: np.ndarray, mask: np.ndarray, max_share: float) -> np.ndarray:
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("out", type=Path, help="output folder")
     ap.add_argument("--data", type=Path, default=DATA / "ombria_s1" / "train")
     ap.add_argument("--max-share", type=float, default=0.5, help="leave an image unchanged above this share")
+    ap.add_argument("--as", dest="label", choices=["water", "ignore"], default="water", help="new label")
     ap.add_argument("--split", action="store_true", help="also write the 0.2 / seed 0 validation split")
     ap.add_argument("--preview", type=Path, help="PNG of a few images: BEFORE, AFTER, mask, new mask")
     args = ap.parse_args()
@@ -69,7 +71,7 @@ def main() -> None:
         before = np.asarray(Image.open(before_path).convert("L"))
         mask = np.asarray(Image.open(mpath).convert("L"))
         amb = ambiguous(before, after, mask, args.max_share)
-        new = np.where(amb, IGNORE, mask).astype(np.uint8)
+        new = np.where(amb, WATER if args.label == "water" else IGNORE, mask).astype(np.uint8)
         changed += bool(amb.any())
         shares.append(amb.mean())
         _link(img, all_dir / "AFTER" / img.name)
@@ -79,8 +81,8 @@ def main() -> None:
         if args.preview and amb.mean() > 0.05 and len(views) < 6:
             views.append(np.concatenate([before, after, mask, new], 1))
     print(
-        f"{len(pairs)} images, {changed} relabelled; ignore share of all pixels {np.mean(shares):.3f} "
-        f"(-> {all_dir})"
+        f"{len(pairs)} images, {changed} relabelled; share of all pixels made {args.label} "
+        f"{np.mean(shares):.3f} (-> {all_dir})"
     )
     if args.split:
         train, held = L.holdout_pairs(pairs, 0.2, 0)

@@ -76,7 +76,7 @@ def test_mstar_classifier_gives_the_same_answer_under_any_increasing_display_cur
 def test_water_head_on_calibrated_geotiffs(invoke, data_dir, tmp_path, mode):
     """Sen1Floods11 (Spain, 10 m, EPSG:4326, not used in training): the same VV backscatter as
     dB, linear power or uint16 amplitude DN gives a water map close to the hand labels (the head
-    trained with permanent water ignored: 0.563 in each form; the one before it: 0.510)."""
+    trained with permanent water labelled water: 0.592 in each form; the one before it: 0.510)."""
     s1 = next((data_dir / "sen1floods11" / "S1").glob("*.tif"))
     with rasterio.open(s1) as ds:
         vv_db, profile = ds.read(1), ds.profile
@@ -98,7 +98,7 @@ def test_water_head_on_calibrated_geotiffs(invoke, data_dir, tmp_path, mode):
         assert ds.crs == profile["crs"]
     water = truth == 1
     iou = (pred & water & valid).sum() / ((pred | water) & valid).sum()
-    assert iou >= 0.54, f"water IoU {iou:.3f} on {mode}"  # 0.563 shipped; the head before: 0.510
+    assert iou >= 0.57, f"water IoU {iou:.3f} on {mode}"  # 0.592 shipped; the head before: 0.510
 
 
 def test_demo_with_the_shipped_weights(tmp_path):
