@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import torch
 from rasterio.transform import from_origin
+from torchvision.ops import box_iou
 
 from sarmae_cli.data.geometry import parse_gsd
 from sarmae_cli.demo import gpd_boxes
@@ -114,20 +116,14 @@ def write_chip(chip: Chip, path: Path) -> Path:
     return path
 
 
-def _iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
-    x1, y1 = np.maximum(boxes[:, 0], box[0]), np.maximum(boxes[:, 1], box[1])
-    x2, y2 = np.minimum(boxes[:, 2], box[2]), np.minimum(boxes[:, 3], box[3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return inter / (area(boxes) + area(box) - inter)
-
-
 def score_chip(boxes: np.ndarray, chip: Chip) -> tuple[bool, bool, int]:
     """(a box contains the ship centre, a box overlaps the ship box at IoU >= 0.3, boxes
     without the centre) for one chip's detected boxes [N, 4]."""
     cy, cx = chip.vv.shape[0] // 2 + 0.5, chip.vv.shape[1] // 2 + 0.5
     inside = (boxes[:, 0] <= cx) & (cx <= boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy <= boxes[:, 3])
-    overlap = bool(len(boxes)) and bool((_iou(boxes, chip.box) >= 0.3).any())
+    overlap = bool(len(boxes)) and bool(
+        (box_iou(torch.from_numpy(boxes), torch.from_numpy(chip.box[None])) >= 0.3).any()
+    )
     return bool(inside.any()), overlap, int((~inside).sum())
 
 

@@ -1,7 +1,10 @@
 """Builders of synthetic test inputs, independent of the sarmae model code."""
 
 import argparse
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import timm
 import torch
@@ -71,3 +74,14 @@ def timm_encoder(timm_name: str, state: dict[str, torch.Tensor]) -> torch.nn.Mod
     }
     vit.load_state_dict(stripped, strict=True)
     return vit.eval()
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """`benchmarks/NAME.py` (a folder of scripts, not a package) as a module, registered in
+    `sys.modules` (where dataclasses look their module up)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

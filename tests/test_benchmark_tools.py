@@ -1,20 +1,13 @@
 """Small checks of the benchmark helpers whose output the docs quote."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_benchmark as _load
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_accuracy_weights_rows_by_the_steps_they_cover(tmp_path):

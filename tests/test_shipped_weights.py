@@ -186,21 +186,15 @@ def test_ship_detector_brings_sentinel1_scenes_to_its_pixel_range(data_dir, tmp_
     Sentinel-1 ships at 10 m (17 OpenSARShip GRD chips of one archive, VV power, written as
     georeferenced GeoTIFFs) are found with `--gsd auto` (resampled to 5 m, boxes on the 10 m grid)
     more often than at `--gsd native` (measured: 17 and 9 of 17; the whole set in the ships card)."""
-    import importlib.util
-    import sys
     import warnings
 
     from sarmae_cli.demo import gpd_boxes
     from sarmae_cli.infer.api import Options
     from sarmae_cli.infer.detect import DetectOptions, detect_scene
     from sarmae_cli.infer.models import Models
+    from tests.helpers import load_benchmark
 
-    spec = importlib.util.spec_from_file_location(
-        "ships_opensarship", WEIGHTS.parent / "benchmarks" / "ships_opensarship.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("ships_opensarship")
     assert read_meta(WEIGHTS / "sarmae_ships.safetensors").training["gsd"] == [0.5, 5.0]
     chips = [c for c in bench.load_chips(data_dir / "opensarship") if "20160131T101646" in c.name][:17]
     models = Models("detect", WEIGHTS / "sarmae_ships.safetensors", "cpu")

@@ -73,21 +73,18 @@ def resolve_gsd(
     if scene_gsd is None:
         return NATIVE, f"pixel size unknown (no geotransform): native resolution, not {_fmt(target)} m"
     size = " x ".join(f"{g:.3g}" for g in scene_gsd)
-    if isinstance(target, tuple):
-        lo, hi = target
-        goal = [min(max(g, lo), hi) for g in scene_gsd]  # each axis to the nearer end of the range
-        factors = (scene_gsd[0] / goal[0], scene_gsd[1] / goal[1])
-        model = f"the model's range is {lo:g}-{hi:g} m"
-        to = " x ".join(f"{g:.3g}" for g in goal)
-    else:
-        factors = (scene_gsd[0] / target, scene_gsd[1] / target)
-        model, to = f"the model's is {target:g} m", f"{target:g}"
+    lo, hi = target if isinstance(target, tuple) else (target, target)
+    goal = [min(max(g, lo), hi) for g in scene_gsd]  # each axis into the model's size or range
+    factors = (scene_gsd[0] / goal[0], scene_gsd[1] / goal[1])
     if max(max(f, 1 / f) for f in factors) > MAX_GSD_RATIO:
         raise UsageError(
             f"the scene's pixels are {size} m and the model's {_fmt(target)} m, a ratio beyond "
             f"{MAX_GSD_RATIO:g}x; give --gsd native to run it anyway"
         )
+    model = f"the model's is {lo:g} m" if lo == hi else f"the model's range is {_fmt(target)} m"
     if all(abs(f - 1) < 0.02 for f in factors):
         return NATIVE, f"pixel size {size} m: native ({model})"
-    note = f"pixel size {size} m resampled to {to} m for the model"
-    return factors, note + (f" ({model})" if isinstance(target, tuple) else "")
+    if lo == hi:
+        return factors, f"pixel size {size} m resampled to {lo:g} m for the model"
+    to = " x ".join(f"{g:.3g}" for g in goal)
+    return factors, f"pixel size {size} m resampled to {to} m for the model ({model})"
