@@ -1,6 +1,8 @@
 """The safetensors container of sarmae weights, read with the standard library: the JSON
 header (tensor names, dtypes, shapes, byte ranges and `__metadata__`). `model/checkpoint.py`
-reads metadata and tensors through it; `sarmae weights list` reads headers without torch."""
+reads metadata and tensors through it; `sarmae weights list` reads headers without torch.
+Also the one check of the pixel size that weights record (`training.gsd`), shared by the input
+route (`data/preprocess.py`) and `weights convert --gsd` (`model/checkpoint.py`)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,33 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from sarmae_cli.errors import WeightsError, WeightsNotFoundError
+from sarmae_cli.errors import UsageError, WeightsError, WeightsNotFoundError
 
 #: The header metadata key that holds the sarmae JSON document.
 META_KEY = "sarmae"
+
+#: What weights record (`training.gsd`): one pixel size in metres, or a (finest, coarsest) range
+#: of pixel sizes the model reads as they are (detectors trained on a mix of resolutions).
+WeightsGsd = float | tuple[float, float]
+
+
+def parse_weights_gsd(value: object, what: str = "--gsd") -> WeightsGsd:
+    """A recorded or given training pixel size -> metres, or a (finest, coarsest) range from
+    a two-number list or "LO:HI" text; anything else is a usage error."""
+    try:
+        if isinstance(value, str) and ":" in value:
+            value = value.split(":")
+        if isinstance(value, list | tuple):
+            lo, hi = (float(v) for v in value)
+            if 0 < lo <= hi:
+                return (lo, hi) if lo < hi else lo
+        elif float(value) > 0:
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise UsageError(
+        f"{what} {value!r}: give the training pixel size in metres, e.g. 10, or a range LO:HI such as 0.5:5"
+    )
 
 
 def read_header(path: Path) -> dict[str, Any]:

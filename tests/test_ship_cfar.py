@@ -3,7 +3,6 @@ statistics against a direct computation, targets found with their boxes, a quiet
 edges, log=False on dB input) and its k sweep: the samples it scores, its options, and its
 training images: those of the shipped detector's own split."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,17 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("ship_cfar", ROOT / "benchmarks" / "ship_cfar.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cfar = _load()
+cfar = load_benchmark("ship_cfar")
 
 #: Two non-fluctuating ships, +15 dB over the mean sea power, as (x1, y1, x2, y2) boxes.
 SHIPS = np.array([(50, 60, 80, 72), (150, 170, 160, 190)], np.float32)

@@ -1,22 +1,18 @@
 """`benchmarks/ships_operating_point.py`: precision, recall and F1 per score cut, the F1 rule
 (ties to the lower cut), and the held-out images it scores."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "ships_op", ROOT / "benchmarks" / "ships_operating_point.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ships_operating_point")
 
 
 def dets(rows: list[tuple[float, float, float, float, float]]) -> dict[str, np.ndarray]:

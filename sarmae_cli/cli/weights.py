@@ -10,12 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sarmae_cli.cli.options import JsonSummary, Overwrite, output_option
-from sarmae_cli.data.geometry import parse_weights_gsd
 from sarmae_cli.errors import WeightsError, WeightsNotFoundError
 from sarmae_cli.outputs import check_extension, check_output
 from sarmae_cli.paths import require_path
 from sarmae_cli.shipped import RESTORE_HINT, SHIPPED, shipped_weights_dir
-from sarmae_cli.weights_file import META_KEY, read_header, tensor_shapes
+from sarmae_cli.weights_file import META_KEY, parse_weights_gsd, read_header, tensor_shapes
 
 app = typer.Typer(help="List, inspect and import weights.", no_args_is_help=True)
 

@@ -8,6 +8,7 @@ the weights (`InputSpec.gsd`); `Scene.scale` is their ratio.
 from __future__ import annotations
 
 from sarmae_cli.errors import UsageError
+from sarmae_cli.weights_file import WeightsGsd
 
 #: The largest resampling factor `--gsd` accepts (either way) without `--gsd native`.
 MAX_GSD_RATIO = 20.0
@@ -28,28 +29,6 @@ def parse_gsd(text: str) -> str | float:
 
 Scale = tuple[float, float]  # model pixels per scene pixel, (rows, columns)
 NATIVE: Scale = (1.0, 1.0)
-#: What weights record (`training.gsd`): one pixel size in metres, or a (finest, coarsest) range
-#: of pixel sizes the model reads as they are (detectors trained on a mix of resolutions).
-WeightsGsd = float | tuple[float, float]
-
-
-def parse_weights_gsd(value: object, what: str = "--gsd") -> WeightsGsd:
-    """A recorded or given training pixel size -> metres, or a (finest, coarsest) range from
-    a two-number list or "LO:HI" text; anything else is a usage error."""
-    try:
-        if isinstance(value, str) and ":" in value:
-            value = value.split(":")
-        if isinstance(value, list | tuple):
-            lo, hi = (float(v) for v in value)
-            if 0 < lo <= hi:
-                return (lo, hi) if lo < hi else lo
-        elif float(value) > 0:
-            return float(value)
-    except (TypeError, ValueError):
-        pass
-    raise UsageError(
-        f"{what} {value!r}: give the training pixel size in metres, e.g. 10, or a range LO:HI such as 0.5:5"
-    )
 
 
 def _fmt(g: WeightsGsd) -> str:

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sarmae_cli.data.geometry import WeightsGsd, parse_weights_gsd
 from sarmae_cli.data.scaling import MODES, Scaling, detect_mode, prepare, scene_scaling, stretch_range, to_db
 from sarmae_cli.errors import UsageError
+from sarmae_cli.weights_file import WeightsGsd, parse_weights_gsd
 
 FITS = ("resize", "center_crop")
 INPUT_SCALES = ("auto", *MODES)

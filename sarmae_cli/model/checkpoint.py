@@ -36,7 +36,7 @@ from sarmae_cli.errors import (
 from sarmae_cli.model.config import DecoderConfig, ViTConfig
 from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.outputs import atomic_output
-from sarmae_cli.weights_file import META_KEY, header_metadata
+from sarmae_cli.weights_file import META_KEY, header_metadata, parse_weights_gsd
 
 FORMAT = "sarmae-weights"
 FORMAT_VERSION = 1
@@ -194,10 +194,8 @@ def convert_weights(
         detection = {**meta.training.get("detection", {}), "min_score": float(min_score)}
         meta.training = {**meta.training, "detection": detection}
     if gsd is not None:
-        sizes = [float(v) for v in gsd] if isinstance(gsd, tuple | list) else [float(gsd)]
-        if not (all(v > 0 for v in sizes) and sizes == sorted(sizes) and len(sizes) in (1, 2)):
-            raise UsageError(f"--gsd {gsd}: give a training pixel size in metres, or a range LO:HI")
-        meta.training = {**meta.training, "gsd": sizes if len(sizes) == 2 else sizes[0]}
+        size = parse_weights_gsd(gsd)
+        meta.training = {**meta.training, "gsd": list(size) if isinstance(size, tuple) else size}
     if tile:
         patch = meta.encoder_config.patch_size
         size, overlap = (

@@ -7,13 +7,14 @@ import rasterio
 from rasterio.transform import from_origin
 
 from sarmae_cli.data import raster
-from sarmae_cli.data.geometry import parse_gsd, parse_weights_gsd, resolve_gsd
+from sarmae_cli.data.geometry import parse_gsd, resolve_gsd
 from sarmae_cli.data.preprocess import InputSpec, resample
 from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.api import Options, segment_scene
 from sarmae_cli.infer.models import Models
 from sarmae_cli.infer.resample import ToInputGrid
 from sarmae_cli.model.checkpoint import convert_weights
+from sarmae_cli.weights_file import parse_weights_gsd
 from tests.infer.conftest import make_weights, write_scene
 
 
