@@ -8,9 +8,11 @@ ignore: 128) when the physical threshold (`infer/threshold.threshold_image`) cal
 both the BEFORE and the AFTER image. An image keeps its mask when either threshold is a fallback
 (no bimodal tile) or when more than `--max-share` of it would change (a failing threshold). The
 rule was fixed on the training folder, before any run (`runs/RULES.md`); `--as ignore` was tried
-first, then `--as water` (the shipped water head), each on the validation split.
+first, then `--as water`, each on the validation split; `--touching 3` (only dark regions that
+touch the flood) after the `--as water` head was found to call dark fields on dry land water.
 
-    python benchmarks/ombria_permanent_water.py OUT [--as water|ignore] [--split] [--preview perm.png]
+    python benchmarks/ombria_permanent_water.py OUT [--as water|ignore] [--touching K] [--split] \
+        [--preview perm.png]
 
 writes `OUT/all/{AFTER,MASK}` (images linked, masks rewritten) that `sarmae finetune --task
 segmentation` reads with `--set data.mask_values=[0,255] --set data.ignore_value=128`; with
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from sarmae_cli.data import labelled as L
 from sarmae_cli.infer.threshold import threshold_image
@@ -34,14 +37,23 @@ DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / 
 IGNORE, WATER = 128, 255
 
 
-def ambiguous(before: np.ndarray, after: np.ndarray, mask: np.ndarray, max_share: float) -> np.ndarray:
+def ambiguous(
+    before: np.ndarray, after: np.ndarray, mask: np.ndarray, max_share: float, touching: int | None = None
+) -> np.ndarray:
     """[H, W] grey BEFORE and AFTER images and 0/255 mask -> [H, W] bool: land in the mask, dark
-    (water) in both images by the physical threshold; all False when the rule cannot be trusted."""
+    (water) in both images by the physical threshold; all False when the rule cannot be trusted.
+    With `touching=k`, only the dark regions (8-connected) that touch the flood mask grown by k
+    pixels: a river the flood spread from, not a dark field somewhere else in the image."""
     water_b, t_b = threshold_image(before.astype(np.float32))
     water_a, t_a = threshold_image(after.astype(np.float32))
     amb = water_b & water_a & (mask < 128)
     if t_b.fallback or t_a.fallback or amb.mean() > max_share:
         return np.zeros_like(amb)
+    if touching is not None:
+        regions, _ = ndimage.label(amb, structure=np.ones((3, 3)))
+        flood = ndimage.binary_dilation(mask >= 128, iterations=touching) if touching else mask >= 128
+        keep = np.unique(regions[flood & amb])
+        amb = np.isin(regions, keep[keep > 0])
     return amb
 
 
@@ -57,6 +69,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA / "ombria_s1" / "train")
     ap.add_argument("--max-share", type=float, default=0.5, help="leave an image unchanged above this share")
     ap.add_argument("--as", dest="label", choices=["water", "ignore"], default="water", help="new label")
+    ap.add_argument(
+        "--touching", type=int, metavar="K", help="only dark regions that touch the flood mask grown by K px"
+    )
     ap.add_argument("--split", action="store_true", help="also write the 0.2 / seed 0 validation split")
     ap.add_argument("--preview", type=Path, help="PNG of a few images: BEFORE, AFTER, mask, new mask")
     args = ap.parse_args()
@@ -70,7 +85,7 @@ def main() -> None:
         after = np.asarray(Image.open(img).convert("L"))
         before = np.asarray(Image.open(before_path).convert("L"))
         mask = np.asarray(Image.open(mpath).convert("L"))
-        amb = ambiguous(before, after, mask, args.max_share)
+        amb = ambiguous(before, after, mask, args.max_share, args.touching)
         new = np.where(amb, WATER if args.label == "water" else IGNORE, mask).astype(np.uint8)
         changed += bool(amb.any())
         shares.append(amb.mean())

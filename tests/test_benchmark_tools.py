@@ -244,6 +244,42 @@ def test_permanent_water_becomes_ignore_and_floods_stay_water():
     assert not mod.ambiguous(before, after, mask, max_share=0.1).any()  # more than 10 %: untrusted
 
 
+def test_permanent_water_touching_keeps_only_regions_next_to_the_flood():
+    """ambiguous(touching=3): a river that runs into the flood stays ambiguous, a dark field
+    as dark in both images but far from the flood does not; touching=None keeps both."""
+    import numpy as np
+
+    mod = _load("ombria_permanent_water")
+    rng = np.random.default_rng(1)
+    river, field, flood = (np.zeros((128, 128), bool) for _ in range(3))
+    river[:, 60:76] = True
+    field[10:40, 5:30] = True
+    flood[:, 77:110] = True  # one pixel from the river
+
+    def grey(dark):
+        return np.clip(np.where(dark, 40, 170) + rng.normal(0, 10, dark.shape), 0, 255).astype(np.uint8)
+
+    before, after = grey(river | field), grey(river | field | flood)
+    mask = np.where(flood, 255, 0).astype(np.uint8)
+    every = mod.ambiguous(before, after, mask, max_share=0.5)
+    near = mod.ambiguous(before, after, mask, max_share=0.5, touching=3)
+    assert every[15:35, 10:25].all() and every[:, 62:74].all()
+    assert near[:, 62:74].all() and not near[field].any()
+    assert not mod.ambiguous(before, after, mask, max_share=0.5, touching=0)[field].any()
+
+
+def test_self_training_pseudo_mask_keeps_confident_pixels_and_agreement():
+    """water_self_training.pseudo_mask: p >= hi water (255), p <= lo land (0), between and NaN
+    ignore (128); with a physical map, a label it contradicts becomes ignore."""
+    import numpy as np
+
+    mod = _load("water_self_training")
+    p = np.array([[0.95, 0.7, 0.5], [0.3, 0.05, np.nan]], np.float32)
+    np.testing.assert_array_equal(mod.pseudo_mask(p, 0.3, 0.7), [[255, 255, 128], [0, 0, 128]])
+    physical = np.array([[True, False, True], [True, False, True]])
+    np.testing.assert_array_equal(mod.pseudo_mask(p, 0.3, 0.7, physical), [[255, 128, 128], [128, 0, 128]])
+
+
 def test_opensarship_ship_box_and_chip_scores():
     """ships_opensarship: a ship's head-tail segment widened by its AIS width, centred in its
     chip; a box on the centre is a hit, one elsewhere an other box; the malformed closing tag of

@@ -75,8 +75,9 @@ def test_mstar_classifier_gives_the_same_answer_under_any_increasing_display_cur
 @pytest.mark.parametrize("mode", ["db", "power", "uint16"])
 def test_water_head_on_calibrated_geotiffs(invoke, data_dir, tmp_path, mode):
     """Sen1Floods11 (Spain, 10 m, EPSG:4326, not used in training): the same VV backscatter as
-    dB, linear power or uint16 amplitude DN gives a water map close to the hand labels (the head
-    trained with permanent water labelled water: 0.592 in each form; the one before it: 0.510)."""
+    dB, linear power or uint16 amplitude DN gives a water map close to the hand labels (the shipped
+    original-mask head: 0.510 in each form; the head with permanent water labelled water, withdrawn
+    for its false water on dry land, 0.592)."""
     s1 = next((data_dir / "sen1floods11" / "S1").glob("*.tif"))
     with rasterio.open(s1) as ds:
         vv_db, profile = ds.read(1), ds.profile
@@ -98,7 +99,26 @@ def test_water_head_on_calibrated_geotiffs(invoke, data_dir, tmp_path, mode):
         assert ds.crs == profile["crs"]
     water = truth == 1
     iou = (pred & water & valid).sum() / ((pred | water) & valid).sum()
-    assert iou >= 0.57, f"water IoU {iou:.3f} on {mode}"  # 0.592 shipped; the head before: 0.510
+    assert iou >= 0.50, f"water IoU {iou:.3f} on {mode}"  # 0.510 shipped
+
+
+def test_water_head_calls_little_water_on_dry_land(invoke, data_dir, tmp_path):
+    """The five BigEarthNet-S1 patches whose CORINE labels hold no water (VV, 120 x 120 px of 10 m,
+    dB): the shipped head calls at most 1.2 % of them water on average (0.6 %; the withdrawn head
+    with permanent water labelled water called 9.9 %, the physical baseline 37-66 %)."""
+    shares = []
+    for patch in sorted(p for p in (data_dir / "bigearthnet_s1").iterdir() if p.is_dir()):
+        labels = json.loads(next(patch.glob("*_labels_metadata.json")).read_text())["labels"]
+        if "Water bodies" in labels:
+            continue
+        out = tmp_path / f"{patch.name}.tif"
+        r = invoke("segment", "--task", "water", next(patch.glob("*_VV.tif")), "-o", out, "-q")
+        assert r.exit_code == 0, r.stderr
+        with rasterio.open(out) as ds:
+            m = ds.read(1, masked=True)
+        shares.append(float((m == 1).sum() / m.count()))
+    assert len(shares) == 5, shares
+    assert np.mean(shares) <= 0.012, shares
 
 
 def test_demo_with_the_shipped_weights(tmp_path):
