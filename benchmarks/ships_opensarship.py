@@ -15,6 +15,9 @@ pixel size for the detector, boxes back on the 10 m grid; `auto`: what the weigh
   IoU >= 0.3 (ships are 5-40 px long here, so boxes are coarse);
 - other boxes: boxes that contain no ship centre (other ships in the chip count here too).
 
+A second table gives the recall (box on the centre) by the ship's AIS length: under 100 m,
+100-200 m and 200 m or more (small boats are not in OpenSARShip: its ships are AIS-matched).
+
     OMP_NUM_THREADS=1 python benchmarks/ships_opensarship.py --gsd native 5 3 2 1 auto --json out.json
 
 Needs the data in $SARMAE_DATA (default ../shared/data). SLC archives are left out (their pixels
@@ -60,10 +63,11 @@ class Chip:
     name: str
     vv: np.ndarray
     box: np.ndarray
+    length_m: float = 0.0  # AIS length (0: not given)
 
 
 def _ships(xml: bytes) -> dict[tuple[int, int], dict[str, float]]:
-    """Ship.xml -> {(centre x, centre y): head / tail / centre pixels and AIS width (m)}."""
+    """Ship.xml -> {(centre x, centre y): head / tail / centre pixels, AIS width and length (m)}."""
     out = {}
     xml = xml.replace(b"<\\ShipList>", b"</ShipList>")  # some archives close the list with a backslash
     for ship in ET.fromstring(xml).iter("ship"):
@@ -72,6 +76,7 @@ def _ships(xml: bytes) -> dict[tuple[int, int], dict[str, float]]:
         keys = ("Head_x", "Head_y", "Tail_x", "Tail_y", "Center_x", "Center_y")
         v = {k: float(sar.findtext(k)) for k in keys}
         v["width_m"] = float(ais.findtext("Width") or 0) if ais is not None else 0.0
+        v["length_m"] = float(ais.findtext("Length") or 0) if ais is not None else 0.0
         out[(int(v["Center_x"]), int(v["Center_y"]))] = v
     return out
 
@@ -102,7 +107,8 @@ def load_chips(folder: Path) -> list[Chip]:
                     warnings.simplefilter("ignore")
                     with rasterio.MemoryFile(io.BytesIO(z.read(n))) as mem, mem.open() as src:
                         vv = src.read(src.count).astype(np.float32)  # [H, W], VV = last band
-                chips.append(Chip(f"{path.stem[:40]}/{stem}", vv, ship_box(ships[(cx, cy)], vv.shape)))
+                ship = ships[(cx, cy)]
+                chips.append(Chip(f"{path.stem[:40]}/{stem}", vv, ship_box(ship, vv.shape), ship["length_m"]))
     return chips
 
 
@@ -122,19 +128,33 @@ def score_chip(boxes: np.ndarray, chip: Chip) -> tuple[bool, bool, int]:
     cy, cx = chip.vv.shape[0] // 2 + 0.5, chip.vv.shape[1] // 2 + 0.5
     inside = (boxes[:, 0] <= cx) & (cx <= boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy <= boxes[:, 3])
     overlap = bool(len(boxes)) and bool(
-        (box_iou(torch.from_numpy(boxes), torch.from_numpy(chip.box[None])) >= 0.3).any()
+        (box_iou(torch.tensor(boxes), torch.tensor(chip.box[None])) >= 0.3).any()
     )
     return bool(inside.any()), overlap, int((~inside).sum())
 
 
+#: AIS length classes (metres) of the per-length recall: [lo, hi).
+LENGTHS = ((1.0, 100.0), (100.0, 200.0), (200.0, 1000.0))
+
+
+def length_class(length_m: float) -> str | None:
+    """The `LENGTHS` class of an AIS length, e.g. "100-200 m"; None when unknown (0)."""
+    for lo, hi in LENGTHS:
+        if lo <= length_m < hi:
+            return f"{lo:g}-{hi:g} m"
+    return None
+
+
 def run(chips: list[Chip], weights: Path, gsds: list[str], work: Path) -> list[dict]:
-    """One row per `--gsd` setting: hits, IoU-0.3 hits, other boxes, seconds."""
+    """One row per `--gsd` setting: hits, IoU-0.3 hits, other boxes, seconds, and the recall
+    (box on the centre) per AIS length class."""
     models = Models("detect", weights, device="cpu")
     paths = [write_chip(c, work / f"chip{i:03d}.tif") for i, c in enumerate(chips)]
     rows = []
     for g in gsds:
         gsd = parse_gsd(g)
         hits = hits30 = other = 0
+        by_length: dict[str, list[int]] = {}
         t0 = time.perf_counter()
         for chip, path in zip(chips, paths, strict=True):
             out = work / "out.gpkg"
@@ -143,6 +163,8 @@ def run(chips: list[Chip], weights: Path, gsds: list[str], work: Path) -> list[d
                 detect_scene(path, out, models, Options(overwrite=True, gsd=gsd), DetectOptions())
             h, h30, o = score_chip(gpd_boxes(out).boxes, chip)
             hits, hits30, other = hits + h, hits30 + h30, other + o
+            if (cls := length_class(chip.length_m)) is not None:
+                by_length.setdefault(cls, []).append(int(h))
         n = len(chips)
         rows.append(
             {
@@ -152,6 +174,9 @@ def run(chips: list[Chip], weights: Path, gsds: list[str], work: Path) -> list[d
                 "recall_iou30": hits30 / n,
                 "other_boxes_per_chip": other / n,
                 "seconds": round(time.perf_counter() - t0, 1),
+                "recall_centre_by_length": {
+                    k: {"ships": len(v), "recall": sum(v) / len(v)} for k, v in sorted(by_length.items())
+                },
             }
         )
         print(json.dumps(rows[-1]), file=sys.stderr)
@@ -178,6 +203,13 @@ def main() -> None:
             f"| {r['gsd']} | {r['chips']} | {r['recall_centre']:.3f} | {r['recall_iou30']:.3f} | "
             f"{r['other_boxes_per_chip']:.2f} | {r['seconds']} |"
         )
+    classes = [f"{lo:g}-{hi:g} m" for lo, hi in LENGTHS]
+    print("\n| `--gsd` | " + " | ".join(f"recall, AIS length {c}" for c in classes) + " |")
+    print("| --- |" + " --- |" * len(classes))
+    for r in rows:
+        cells = [r["recall_centre_by_length"].get(c) for c in classes]
+        text = [f"{c['recall']:.3f} ({c['ships']})" if c else "-" for c in cells]
+        print(f"| {r['gsd']} | " + " | ".join(text) + " |")
     if args.json:
         args.json.write_text(json.dumps({"weights": str(args.weights), "rows": rows}, indent=1))
 

@@ -299,3 +299,7 @@ def test_opensarship_ship_box_and_chip_scores():
            b"<Tail_y>4</Tail_y><Center_x>2</Center_x><Center_y>3</Center_y></SARShipInformation>"
            b"<AISShipInformation><Width>30</Width></AISShipInformation></ship><\\ShipList>")  # fmt: skip
     assert mod._ships(xml)[(2, 3)]["width_m"] == 30.0
+    assert mod._ships(xml)[(2, 3)]["length_m"] == 0.0  # no <Length>: unknown
+    assert [mod.length_class(v) for v in (0.0, 36.0, 100.0, 199.9, 350.0)] == [
+        None, "1-100 m", "100-200 m", "100-200 m", "200-1000 m"
+    ]  # fmt: skip
