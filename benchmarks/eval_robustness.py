@@ -10,10 +10,10 @@ Water (`weights/sarmae_water.safetensors`, segmentation):
      rounded, clipped to 1..65535, nodata 0) and an 8-bit rendering (a fixed -25..0 dB stretch
      to 1..255, nodata 0);
    - polarisation, dB at x1: VV only, VH only, both (2 bands described VV, VH);
-   - pixel size, VV in dB: the grid's pixel size x0.5, x1, x2 and x5, same origin and CRS.
-     Coarser grids average linear power over each new pixel (GDAL `average`, i.e. multilooking)
-     and take the majority label (`mode`); the x0.5 grid is bilinear in linear power and
-     nearest for the label, so it adds no detail the chip does not have.
+   - pixel size, VV in dB: the grid's pixel size x0.1 (about 1 m), x0.5, x1, x2 and x5, same
+     origin and CRS. Coarser grids average linear power over each new pixel (GDAL `average`,
+     i.e. multilooking) and take the majority label (`mode`); the finer grids are bilinear in
+     linear power and nearest for the label, so they add no detail the chip does not have.
    Every file has band descriptions (VV / VH) and no radiometry tags, and is read with
    `--input-scale auto` (the default; `--declared-scale` passes the form it was written in):
    the table says when auto read a form as another one.
@@ -125,7 +125,7 @@ def variants() -> list[Variant]:
     """The grid: radiometry x {VV} at x1, polarisation x {dB} at x1, pixel size x {VV, dB}."""
     out = [Variant(form=f) for f in FORMS]
     out += [Variant(pol=p) for p in POLS if p != "VV"]
-    out += [Variant(factor=f) for f in (0.5, 2.0, 5.0)]
+    out += [Variant(factor=f) for f in (0.1, 0.5, 2.0, 5.0)]
     return out
 
 

@@ -63,6 +63,13 @@ def test_robustness_variants_round_trip_and_keep_the_label_aligned(tmp_path):
     np.testing.assert_array_equal(coarse_label, water[::2, ::2])
     np.testing.assert_array_equal(coarse_db < -15, water[::2, ::2])  # block means of power
 
+    scene, lab = mod.write_variant(src, label, mod.Variant(factor=0.1), out, stem="x01")
+    with rasterio.open(scene) as ds, rasterio.open(lab) as lds:
+        assert (ds.width, ds.height) == (200, 200) and ds.res == pytest.approx((1.0, 1.0))
+        fine_label = lds.read(1)
+    np.testing.assert_array_equal(fine_label, np.kron(water, np.ones((10, 10), bool)))  # nearest
+    assert 0.1 in {v.factor for v in mod.variants()}  # about 1 m: the issue's finest pixel size
+
 
 def test_ship_variants_keep_the_boxes_on_their_grid(tmp_path):
     """eval_robustness.write_ship_variant on a 40 x 40 8-bit image: the amplitude form is
