@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,11 @@ from sarmae_cli.data import labelled as L
 from sarmae_cli.infer.api import Options, segment_scene
 from sarmae_cli.infer.models import Models
 from sarmae_cli.infer.threshold import threshold_image
+
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/ is a folder of scripts
+from siblings import load  # noqa: E402
+
+_link = load("ombria_permanent_water")._link  # a symlink, its folder made first
 
 DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 LAND, IGNORE, WATER = 0, 128, 255
@@ -58,12 +64,6 @@ def teacher_probability(models: Models, image: Path, tmp: Path, opts: Options) -
     water = models.class_names.index("water")
     with rasterio.open(prob) as src:
         return src.read(water + 1)
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if not dst.exists():
-        dst.symlink_to(src.resolve())
 
 
 def main() -> None:
