@@ -287,6 +287,41 @@ def test_self_training_pseudo_mask_keeps_confident_pixels_and_agreement():
     np.testing.assert_array_equal(mod.pseudo_mask(p, 0.3, 0.7, physical), [[255, 128, 128], [128, 0, 128]])
 
 
+def test_synthetic_scenes_paint_water_at_the_drawn_contrast(tmp_path):
+    """water_synthetic_scenes: statistics of a tiny labelled folder (land 150, water 50 with a
+    known spread; an image with too little water is skipped), and a composed scene whose painted
+    water sits the contrast below the land median, labelled 255, with land kept where the weak
+    label says land and ignore elsewhere."""
+    import numpy as np
+    from PIL import Image
+
+    mod = _load("water_synthetic_scenes")
+    rng = np.random.default_rng(0)
+    for sub in ("AFTER", "MASK"):
+        (tmp_path / sub).mkdir()
+    water = np.zeros((64, 64), bool)
+    water[:, :32] = True
+    grey = np.where(water, 50 + rng.normal(0, 10, water.shape), 150).clip(0, 255).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "AFTER" / "S1_after_0001.png")
+    Image.fromarray(np.where(water, 255, 0).astype(np.uint8)).save(tmp_path / "MASK" / "S1_mask_0001.png")
+    Image.fromarray(grey).save(tmp_path / "AFTER" / "S1_after_0002.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "MASK" / "S1_mask_0002.png")  # no water
+    stats = mod.water_statistics(tmp_path)
+    assert stats.shape == (1, 2)
+    assert stats[0, 0] == pytest.approx(100, abs=2) and stats[0, 1] == pytest.approx(10, abs=1.5)
+
+    land = np.full((128, 128), 120, np.uint8)
+    weak = np.zeros((128, 128), np.uint8)
+    weak[:, 100:] = 128  # optically unsure: ignore
+    scene, mask = mod.compose(land, weak, contrast=60.0, spread=5.0, rng=np.random.default_rng(1))
+    painted = mask == 255
+    assert 0 < painted.mean() < 1
+    assert np.median(scene[painted]) == pytest.approx(60, abs=3)
+    np.testing.assert_array_equal(scene[~painted], 120)
+    assert set(np.unique(mask[~painted & (weak == 0)])) == {0}
+    assert set(np.unique(mask[~painted & (weak == 128)])) <= {128}
+
+
 def test_opensarship_ship_box_and_chip_scores():
     """ships_opensarship: a ship's head-tail segment widened by its AIS width, centred in its
     chip; a box on the centre is a hit, one elsewhere an other box; the malformed closing tag of
