@@ -36,7 +36,7 @@ from sarmae_cli.errors import (
 from sarmae_cli.model.config import DecoderConfig, ViTConfig
 from sarmae_cli.model.encoder import SarViT
 from sarmae_cli.outputs import atomic_output
-from sarmae_cli.weights_file import META_KEY, header_metadata, parse_weights_gsd
+from sarmae_cli.weights_file import META_KEY, WeightsGsd, header_metadata, parse_weights_gsd
 
 FORMAT = "sarmae-weights"
 FORMAT_VERSION = 1
@@ -172,7 +172,7 @@ def convert_weights(
     overwrite: bool = False,
     command: str | None = None,
     tile: dict[str, int] | None = None,
-    gsd: float | tuple[float, float] | None = None,
+    gsd: WeightsGsd | None = None,
     min_score: float | None = None,
 ) -> WeightsMeta:
     """Copy `src` to `dst` (checksum verified), optionally storing floats as fp16, dropping
