@@ -345,3 +345,22 @@ def test_opensarship_ship_box_and_chip_scores():
     assert [mod.length_class(v) for v in (0.0, 36.0, 100.0, 199.9, 350.0)] == [
         None, "1-100 m", "100-200 m", "100-200 m", "200-1000 m"
     ]  # fmt: skip
+
+
+def test_synthetic_sea_counts_add_up(tmp_path):
+    """ships_synthetic_sea on one small generated scene with the shipped detector: every true
+    ship is counted once (found or missed), in one length class, and the table's pooled row is
+    the sum of the scenes."""
+    from sarmae_cli.model.checkpoint import read_meta
+
+    mod = _load("ships_synthetic_sea")
+    r = mod.run(mod.WEIGHTS, [100, 101], 384, None, tmp_path)
+    p = r["pooled"]
+    scenes, classes = r["scenes"], r["by_length"].values()
+    assert p["ships"] == sum(s["ships"] for s in scenes) == sum(v["ships"] for v in classes)
+    assert p["tp"] == sum(s["tp"] for s in scenes) and all(s["tp"] + s["fn"] == s["ships"] for s in scenes)
+    stored = read_meta(mod.WEIGHTS).training["detection"]["min_score"]
+    assert r["min_score"] == pytest.approx(stored)  # the cut stored in the shipped file
+    found = sum(round(v["recall"] * v["ships"]) for v in r["by_length"].values() if v["ships"])
+    assert found == p["tp"]
+    assert mod.run(mod.WEIGHTS, [100], 384, 0.999, tmp_path)["pooled"]["tp"] == 0  # nothing scores so high

@@ -46,24 +46,28 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ious
 
 
-def match(pred: Dets, truth: Dets, iou: float = 0.5) -> tuple[int, int, int]:
+def matched_truth(pred: Dets, truth: Dets, iou: float = 0.5) -> np.ndarray:
     """Greedy one-to-one matching of `pred` (highest score first) to `truth` boxes of the same
-    class at IoU >= `iou`: (true positives, false positives, false negatives)."""
+    class at IoU >= `iou`: which truth boxes were matched, [M] bool."""
     pb, ps, pl = _arrays(pred)
     tb, _, tl = _arrays(truth)
+    used = np.zeros(len(tb), bool)
     if len(pb) == 0 or len(tb) == 0:
-        return 0, len(pb), len(tb)
+        return used
     order = np.argsort(-ps, kind="stable")
     ious = _iou(pb[order], tb)
     ious[pl[order][:, None] != tl[None, :]] = 0.0
-    used = np.zeros(len(tb), bool)
-    tp = 0
     for row in ious:
         cand = np.where(~used & (row >= iou))[0]
         if len(cand):
             used[cand[np.argmax(row[cand])]] = True
-            tp += 1
-    return tp, len(pb) - tp, len(tb) - tp
+    return used
+
+
+def match(pred: Dets, truth: Dets, iou: float = 0.5) -> tuple[int, int, int]:
+    """`matched_truth`'s counts: (true positives, false positives, false negatives)."""
+    tp = int(matched_truth(pred, truth, iou).sum())
+    return tp, len(_arrays(pred)[0]) - tp, len(_arrays(truth)[0]) - tp
 
 
 def _closest(a: tuple, b: tuple) -> tuple[float, float]:

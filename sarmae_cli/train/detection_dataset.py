@@ -8,7 +8,11 @@ scene-grouped train/validation split, and batch collation.
 Training samples are random crops of whole images (rescaled by `zoom` times a random factor in
 `scale`, cut so that a random object is inside with probability `object_crop`, flipped), done
 by torchvision's box-aware transforms; boxes cut by the crop are kept when `min_visible` of them
-stays inside. Without a crop an item is the whole prepared image (sliding-window evaluation).
+stays inside. With `copy_paste`, objects of the training images (their box and a margin, turned
+by 90° steps and flipped, rescaled as the crop) are pasted at free places of the crop with a
+feathered edge (the simple copy-paste of Ghiasi et al., CVPR 2021, with boxes, not masks, so it
+works for every label format). Without a crop an item is the whole prepared image
+(sliding-window evaluation).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
@@ -47,6 +52,8 @@ class DetectionConfig:
     nms_thresh: float = 0.6  # evaluation: IoU of class-wise non-maximum suppression
     max_detections: int = 100  # evaluation: best detections kept per image
     tile_overlap: int | None = None  # sliding-window overlap; default: the longest object, in patches
+    copy_paste: float = 0.0  # probability that a training crop gets training objects pasted into it
+    paste_max: int = 3  # with copy_paste: 1 to this many objects pasted into the crop
 
 
 Target = dict[str, torch.Tensor]
@@ -147,6 +154,7 @@ class DetectionDataset(Dataset):
         # the radiometric part of the SAR augmentations (speckle, intensity, ...), no geometry
         values = replace(a, flips=False, rot90=False, shift=0, mixup=0.0, cutmix=0.0)
         self.radiometric = make_augment(values, spec, (1.0, 1.0)) if crop else None
+        self.bank = object_bank(self.images, targets, crop // 2) if crop and self.det.copy_paste else []
 
     def __len__(self) -> int:
         return len(self.images)
@@ -182,9 +190,12 @@ class DetectionDataset(Dataset):
         if self.vflip and torch.rand(()) < 0.5:
             img, boxes = TF.vertical_flip(img), TF.vertical_flip(boxes)
         out = img.as_subclass(torch.Tensor).contiguous()  # [C, S, S]
+        boxes = boxes.as_subclass(torch.Tensor).float()
+        if self.bank and torch.rand(()) < d.copy_paste:
+            out, boxes, labels = paste_objects(out, boxes, labels, self.bank, s, d.paste_max)
         if self.radiometric is not None:
             out = self.radiometric(out)
-        return out, {"boxes": boxes.as_subclass(torch.Tensor).float(), "labels": labels}
+        return out, {"boxes": boxes, "labels": labels}
 
     def _window(self, boxes: torch.Tensor, h: int, w: int) -> tuple[int, int]:
         """Top-left corner of a crop: holding a random box (probability `object_crop`), else
@@ -202,6 +213,87 @@ class DetectionDataset(Dataset):
         left = int(min(max(left, min(0, w - size)), max(0, w - size)))
         top = int(min(max(top, min(0, h - size)), max(0, h - size)))
         return top, left
+
+
+@dataclass
+class PasteObject:
+    """An object to paste: its box with a margin cut from a prepared image, and where the box
+    lies in that patch."""
+
+    patch: torch.Tensor  # [C, h, w]
+    core: torch.Tensor  # [1, h, w] float: 1 inside the object's box, 0 in the margin
+    label: int
+
+
+def object_bank(images: list[torch.Tensor], targets: list[Target], max_side: int) -> list[PasteObject]:
+    """Every box of the images with a margin of 15 % of its longer side (at least 2 px), as
+    pasteable patches; boxes longer than `max_side` are left out."""
+    bank = []
+    for x, t in zip(images, targets, strict=True):
+        h, w = x.shape[-2:]
+        for box, label in zip(t["boxes"].tolist(), t["labels"].tolist(), strict=True):
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+            if x1 - x0 < 1 or y1 - y0 < 1 or max(x1 - x0, y1 - y0) > max_side:
+                continue
+            m = max(2, round(0.15 * max(x1 - x0, y1 - y0)))
+            px0, py0, px1, py1 = max(x0 - m, 0), max(y0 - m, 0), min(x1 + m, w), min(y1 + m, h)
+            core = torch.zeros(1, py1 - py0, px1 - px0)
+            core[:, y0 - py0 : y1 - py0, x0 - px0 : x1 - px0] = 1.0
+            bank.append(PasteObject(x[:, py0:py1, px0:px1].clone(), core, int(label)))
+    return bank
+
+
+def paste_objects(
+    x: torch.Tensor,
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    bank: list[PasteObject],
+    scale: float,
+    most: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paste 1 to `most` random objects of `bank` into the sample x [C, S, S] where they touch
+    no box (given or pasted); each turned by a random multiple of 90°, flipped at random,
+    rescaled by `scale`, blended with an edge that fades over its margin. Returns the sample
+    and its boxes [M', 4] and labels [M'] with the pasted ones appended."""
+    x = x.clone()
+    size = x.shape[-1]
+    boxes, labels = boxes.clone(), labels.clone()
+    for _ in range(int(torch.randint(1, most + 1, ()))):
+        o = bank[int(torch.randint(len(bank), ()))]
+        both = torch.cat([o.patch, o.core])  # [C + 1, h, w]
+        both = torch.rot90(both, int(torch.randint(4, ())), dims=(1, 2))
+        if torch.rand(()) < 0.5:
+            both = both.flip(-1)
+        h, w = (max(1, round(n * scale)) for n in both.shape[-2:])
+        if h >= size or w >= size:
+            continue
+        both = TF.resize(both, [h, w], antialias=True)
+        patch, core = both[:-1], (both[-1:] > 0.5).float()
+        ys, xs = torch.nonzero(core[0], as_tuple=True)
+        if len(ys) == 0:
+            continue
+        top, left = (int(v) for v in torch.randint(0, size - max(h, w) + 1, (2,)))
+        x0, y0 = left + int(xs.min()), top + int(ys.min())
+        box = torch.tensor([[x0, y0, left + int(xs.max()) + 1, top + int(ys.max()) + 1]], dtype=torch.float32)
+        spot = torch.tensor([[left, top, left + w, top + h]]).float()
+        if len(boxes) and bool((_intersection(spot, boxes) > 0).any()):
+            continue  # would cover or touch an object
+        k = 2 * max(1, round(max(h, w) * 0.115)) + 1  # fades to 0 about one margin outside the box
+        blur = F.avg_pool2d(core[None], k, stride=1, padding=k // 2, count_include_pad=False)[0]  # [1, h, w]
+        alpha = (2 * blur).clamp(0, 1)  # 1 on and inside the box edge, 0 a margin outside
+        region = x[:, top : top + h, left : left + w]
+        x[:, top : top + h, left : left + w] = alpha * patch + (1 - alpha) * region
+        boxes = torch.cat([boxes, box])
+        labels = torch.cat([labels, torch.tensor([o.label], dtype=labels.dtype)])
+    return x, boxes, labels
+
+
+def _intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Intersection areas [N, M] of xyxy boxes a [N, 4] and b [M, 4]."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    return (rb - lt).clamp_min(0).prod(-1)
 
 
 def _area(boxes: torch.Tensor) -> torch.Tensor:

@@ -152,7 +152,7 @@ def _check_detection(cfg: FinetuneConfig) -> None:
         or len(set(d.strides)) != len(d.strides)
     ):
         raise UsageError(f"detection.strides must be distinct values of 4, 8, 16, 32, 64, got {d.strides}")
-    for key in ("object_crop", "min_visible"):
+    for key in ("object_crop", "min_visible", "copy_paste"):
         if not 0.0 <= getattr(d, key) <= 1.0:
             raise UsageError(f"detection.{key} is a fraction in [0, 1], got {getattr(d, key)}")
     if not (0 < d.scale[0] <= d.scale[1]):
@@ -161,6 +161,8 @@ def _check_detection(cfg: FinetuneConfig) -> None:
         raise UsageError(f"detection.zoom (model pixels per image pixel) must be in [0.25, 8], got {d.zoom}")
     if d.num_convs < 1 or d.max_detections < 1 or d.min_box_size < 0:
         raise UsageError("detection.num_convs and detection.max_detections must be >= 1, min_box_size >= 0")
+    if d.paste_max < 1:
+        raise UsageError(f"detection.paste_max (objects pasted per crop) must be >= 1, got {d.paste_max}")
     if cfg.task == "detection" and cfg.data.chip_size and cfg.data.chip_size % 16:
         raise UsageError(
             f"detection crops must be a multiple of 16 pixels, got --chip-size {cfg.data.chip_size}"

@@ -20,7 +20,7 @@ from rasterio.crs import CRS
 from scipy import ndimage
 
 from sarmae_cli.errors import SarmaeError
-from sarmae_cli.export.box_parity import match, pair_up
+from sarmae_cli.export.box_parity import match, matched_truth, pair_up
 from sarmae_cli.infer.api import Options
 from sarmae_cli.infer.boxes import Boxes, BoxMerger, trusted
 from sarmae_cli.infer.detect import DetectOptions, detect_scene
@@ -227,6 +227,8 @@ def test_match_counts():
                  np.array([0.9, 0.8, 0.7], np.float32), np.zeros(3, np.int64))  # fmt: skip
     # a duplicate and a false alarm; one ship missed
     assert match(pred.as_dict(), truth.as_dict(), 0.5) == (1, 2, 1)
+    assert matched_truth(pred.as_dict(), truth.as_dict(), 0.5).tolist() == [True, False]  # which one
+    assert matched_truth(pred.as_dict(), truth.as_dict(), 0.99).tolist() == [False, False]
 
 
 def test_memory_does_not_grow_with_scene_height(detector, tmp_path, monkeypatch):

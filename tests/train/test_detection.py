@@ -184,6 +184,38 @@ def test_zoomed_training_crops_show_objects_enlarged():
     assert seen >= 10
 
 
+def test_copy_paste_adds_boxes_that_frame_pasted_objects():
+    """`detection.copy_paste` 1: each crop of an empty stretch of the scene gains 1 to
+    `paste_max` boxes, each on a bright pasted square, none overlapping another; with 0 the
+    crops are those of the plain dataset (the same RNG draws)."""
+    rng = np.random.default_rng(2)
+    img, _, boxes = _scene(rng, 2)
+    img = np.pad(img, ((0, 0), (0, 96)))  # a dark stretch on the right: crops there hold no object
+    spec = InputSpec(Scaling(mode="uint8"), [0.0], [1.0], 48)
+    target = {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.zeros(2, dtype=torch.int64)}
+    det = DetectionConfig(scale=(1.0, 1.0), object_crop=0.0, copy_paste=1.0, paste_max=2)
+    ds = DetectionDataset([img[None]], [target], spec, crop=48, det=det)
+    assert len(ds.bank) == 2
+    pasted = 0
+    for seed in range(30):
+        torch.manual_seed(seed)
+        x, t = ds[0]
+        b = t["boxes"]
+        assert x.shape == (1, 48, 48) and len(b) == len(t["labels"])
+        for x0, y0, x1, y1 in b.round().int().tolist():
+            assert x[0, y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].mean() > 0.7  # a square under each box
+        if len(b) > 1:
+            overlap = box_iou(b, b) - torch.eye(len(b))
+            assert float(overlap.max()) == 0.0
+        pasted += len(b)
+    assert pasted >= 30  # at least one object in every crop
+    plain = DetectionDataset([img[None]], [target], spec, crop=48, det=DetectionConfig(scale=(1.0, 1.0)))
+    assert plain.bank == []
+    with pytest.raises(Exception, match="copy_paste"):
+        cfg = fc.resolve_config("detection", {"data": {"train": "x"}, "detection": {"copy_paste": 1.5}})
+        fc.check_config(cfg)
+
+
 class Oracle(torch.nn.Module):
     """A 'detector' that boxes every bright blob of a window, also blobs cut by its edge (the
     duplicates a sliding window must not keep), as dense FCOS outputs at stride 8."""
