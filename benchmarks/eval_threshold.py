@@ -10,8 +10,14 @@
    power, amplitude and uint16 amplitude DN.
 3. Sentinel-1 GRD clip (`s1_scenes`, dB, 20 m, no labels): the water fraction found.
 
+With `--method hybrid` every image and scene goes through `sarmae segment --method hybrid`'s
+library path instead (`infer/threshold.hybrid_scene`: the threshold guided by the water weights,
+`-w` or the shipped ones); the OMBRIA images are then read from their PNG files as `segment`
+reads them.
+
     python benchmarks/eval_threshold.py                       # OMBRIA test, the method's defaults
     python benchmarks/eval_threshold.py --split train --rule ki --ombria-only   # tuning on train
+    python benchmarks/eval_threshold.py --method hybrid       # the model-guided threshold
 
 Needs the data in $SARMAE_DATA (default ../shared/data).
 """
@@ -33,7 +39,9 @@ from PIL import Image
 from sarmae_cli.data.bimodal import Params, otsu
 from sarmae_cli.data.synthetic import as_mode
 from sarmae_cli.infer.api import Options
-from sarmae_cli.infer.threshold import threshold_image, threshold_scene
+from sarmae_cli.infer.models import Models
+from sarmae_cli.infer.threshold import hybrid_scene, threshold_image, threshold_scene
+from sarmae_cli.shipped import shipped_path
 from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
 
 DATA = Path(os.environ.get("SARMAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -55,17 +63,40 @@ def plain_otsu(x: np.ndarray) -> np.ndarray:
     return x < edges[otsu(np.histogram(x, edges)[0]) + 1]
 
 
-def ombria(split: str, params: Params) -> dict[str, float]:
+def scene_method(models: Models | None, params: Params):
+    """The library path of `sarmae segment --method threshold` (models None) or `hybrid`:
+    (input, output, input scale) -> summary."""
+
+    def run(src: Path, out: Path, mode: str = "auto") -> dict:
+        opts = Options(input_scale=mode, overwrite=True)
+        if models is None:
+            return threshold_scene(src, out, opts, params=params)
+        return hybrid_scene(src, out, models, opts, params=params)
+
+    return run
+
+
+def ombria(
+    split: str, params: Params, models: Models | None = None, tmp: Path | None = None
+) -> dict[str, float]:
     root = DATA / "ombria_s1" / split
     cm_tiles, cm_otsu = np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64)
     bimodal = fallback = n = 0
     for img in sorted((root / "AFTER").glob("*.png")):
         x = np.asarray(Image.open(img).convert("L"), np.float32)
         mask = np.asarray(Image.open(root / "MASK" / img.name.replace("after", "mask")).convert("L")) > 127
-        water, t = threshold_image(x, params)
+        if models is None:
+            water, t = threshold_image(x, params)
+            bimodal, fallback = bimodal + t.bimodal, fallback + t.fallback
+        else:
+            assert tmp is not None
+            s = scene_method(models, params)(img, tmp / "ombria.tif")
+            with rasterio.open(tmp / "ombria.tif") as ds:
+                water = ds.read(1) == 1
+            bimodal, fallback = bimodal + s["tiles_bimodal"], fallback + (s["tiles_bimodal"] == 0)
         cm_tiles += counts(water, mask)
         cm_otsu += counts(plain_otsu(x), mask)
-        bimodal, fallback, n = bimodal + t.bimodal, fallback + t.fallback, n + 1
+        n += 1
     return {
         "images": n,
         "threshold_water_iou": water_iou(cm_tiles),
@@ -76,7 +107,7 @@ def ombria(split: str, params: Params) -> dict[str, float]:
     }
 
 
-def sen1floods11(tmp: Path, params: Params) -> dict[str, float]:
+def sen1floods11(tmp: Path, params: Params, models: Models | None = None) -> dict[str, float]:
     s1 = next((DATA / "sen1floods11" / "S1").glob("*.tif"))
     label = next((DATA / "sen1floods11" / "Labels").glob("*.tif"))
     with rasterio.open(s1) as ds:
@@ -96,9 +127,7 @@ def sen1floods11(tmp: Path, params: Params) -> dict[str, float]:
             src, "w", **{**profile, "count": 1, "dtype": data.dtype.name, "nodata": nodata}
         ) as ds:
             ds.write(data, 1)
-        s = threshold_scene(
-            src, tmp / f"water_{mode}.tif", Options(input_scale=mode, overwrite=True), params=params
-        )
+        s = scene_method(models, params)(src, tmp / f"water_{mode}.tif", mode)
         with rasterio.open(tmp / f"water_{mode}.tif") as ds:
             pred = ds.read(1)
         out[f"threshold_{mode}"] = water_iou(counts((pred == 1) & valid, truth))
@@ -107,9 +136,9 @@ def sen1floods11(tmp: Path, params: Params) -> dict[str, float]:
     return out
 
 
-def s1_scene(tmp: Path, params: Params) -> dict[str, float]:
+def s1_scene(tmp: Path, params: Params, models: Models | None = None) -> dict[str, float]:
     src = next((DATA / "s1_scenes").glob("*.tif"))
-    s = threshold_scene(src, tmp / "s1_scene_water.tif", Options(overwrite=True), params=params)
+    s = scene_method(models, params)(src, tmp / "s1_scene_water.tif")
     with rasterio.open(tmp / "s1_scene_water.tif") as ds:
         pred = ds.read(1)
     valid = pred != 255
@@ -121,17 +150,22 @@ def main() -> None:
     ap.add_argument("--split", default="test", help="OMBRIA folder: test (default) or train")
     ap.add_argument("--rule", choices=("otsu", "ki"), default=Params.rule, help="pooled-tile threshold")
     ap.add_argument("--ombria-only", action="store_true", help="only the OMBRIA folder")
+    ap.add_argument("--method", choices=("threshold", "hybrid"), default="threshold")
+    ap.add_argument("-w", "--weights", type=Path, help="water weights of --method hybrid (default: shipped)")
     ap.add_argument("--json", type=Path, help="Also write the results here.")
     args = ap.parse_args()
     if not (DATA / "ombria_s1").is_dir():
         sys.exit(f"error: no data in {DATA}; set SARMAE_DATA")
     params = Params(rule=args.rule)
+    weights = args.weights or shipped_path("water")
+    models = Models("segment", weights, device="cpu") if args.method == "hybrid" else None
     t0 = time.perf_counter()
-    res: dict = {"params": params.__dict__, f"ombria_{args.split}": ombria(args.split, params)}
-    if not args.ombria_only:
-        with tempfile.TemporaryDirectory() as t:
-            res["sen1floods11"] = sen1floods11(Path(t), params)
-            res["s1_scene"] = s1_scene(Path(t), params)
+    res: dict = {"params": params.__dict__, "method": args.method}
+    with tempfile.TemporaryDirectory() as t:
+        res[f"ombria_{args.split}"] = ombria(args.split, params, models, Path(t))
+        if not args.ombria_only:
+            res["sen1floods11"] = sen1floods11(Path(t), params, models)
+            res["s1_scene"] = s1_scene(Path(t), params, models)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(res, indent=2))
     if args.json:

@@ -1,7 +1,8 @@
 """Water called by a water head on the BigEarthNet-S1 patches, against their CORINE labels.
 
 Each patch's VV band (120 x 120 px, 10 m, dB) is segmented with `sarmae segment --task water`
-(the shipped weights; `--weights FILE` with `-w FILE`), and the share of pixels called water is printed beside
+(the shipped weights; `--weights FILE` with `-w FILE`; `--method threshold` or `hybrid` as
+`segment` takes it), and the share of pixels called water is printed beside
 whether the patch's labels include "Water bodies". Patch labels cannot say how much water a
 patch holds, so this only shows how much water a head calls on land (the patches without it).
 
@@ -26,6 +27,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-w", "--weights", type=Path, help="water weights (default: the shipped ones)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SARMAE_DATA", "../shared/data")))
+    ap.add_argument("--method", choices=("model", "threshold", "hybrid"), default="model")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     patches = sorted(p for p in (args.data / "bigearthnet_s1").glob("*") if p.is_dir())
@@ -39,7 +41,9 @@ def main() -> int:
             labels = json.loads(next(p.glob("*_labels_metadata.json")).read_text())["labels"]
             out = Path(tmp) / f"{p.name}.tif"
             model = ["--weights", str(args.weights)] if args.weights else ["--task", "water"]
-            cmd = [sys.executable, "-m", "sarmae_cli", "segment", *model, str(vv), "-o", str(out), "-q"]
+            model = [] if args.method == "threshold" else model
+            cmd = [sys.executable, "-m", "sarmae_cli", "segment", *model, "--method", args.method]
+            cmd += [str(vv), "-o", str(out), "-q"]
             subprocess.run(cmd, check=True)
             with rasterio.open(out) as src:
                 m = src.read(1, masked=True)  # class ids; masked where nodata
@@ -60,7 +64,10 @@ def main() -> int:
         )
     if args.json:
         args.json.write_text(
-            json.dumps({"weights": str(args.weights or "shipped"), "rows": rows, **summary}, indent=1)
+            json.dumps(
+                {"weights": str(args.weights or "shipped"), "method": args.method, "rows": rows, **summary},
+                indent=1,
+            )
         )
     return 0
 

@@ -51,7 +51,9 @@ def segment(
         typer.Option(
             "--method",
             help="model: the weights (default); threshold: the physical water baseline, no weights "
-            "(one scene threshold of the speckle-filtered dB from its bimodal tiles; dark = water).",
+            "(one scene threshold of the speckle-filtered dB from its bimodal tiles; dark = water); "
+            "hybrid: that threshold guided by the water weights (tiles where the model sees land "
+            "and water; water only near the model's water).",
         ),
     ] = "model",
     probabilities: Annotated[
@@ -88,15 +90,19 @@ def segment(
     $ sarmae segment -w my_water.safetensors scenes/ --output-dir out/ --vector 'out/{stem}.gpkg'
 
     $ sarmae segment --task water --method threshold scene.tif -o water_threshold.tif
+
+    $ sarmae segment --task water --method hybrid scene.tif -o water_hybrid.tif
     """
     if output is None and output_dir is None:
         raise UsageError("give the output with -o FILE (or --output-dir DIR for several inputs)")
-    if method not in ("model", "threshold"):
-        raise UsageError(f"unknown --method {method!r}; use model or threshold")
+    if method not in ("model", "threshold", "hybrid"):
+        raise UsageError(f"unknown --method {method!r}; use model, threshold or hybrid")
     if method == "threshold" and weights is not None:
         raise UsageError("--method threshold uses no weights: drop -w/--weights, or use --method model")
-    if method == "threshold" and task not in (None, "water"):
-        raise UsageError(f"--method threshold maps water only; use --task water, not {task!r}")
+    if method != "model" and task not in (None, "water"):
+        raise UsageError(f"--method {method} maps water only; use --task water, not {task!r}")
+    if method == "hybrid" and weights is None:
+        task = "water"
     target_gsd = parse_gsd(gsd)
     paths = stack_inputs(expand_paths(inputs))  # every check of the command line before the library loads
     specs = [
@@ -106,14 +112,14 @@ def segment(
         ("--preview", preview, None, "png", "a PNG quicklook"),
     ]
     planned = plan_outputs(paths, specs, overwrite)
-    weights_file = resolve_weights("segment", weights, task) if method == "model" else None
+    weights_file = resolve_weights("segment", weights, task) if method != "threshold" else None
     creation = parse_creation_options(co)
 
     from sarmae_cli.data.vrt import check_stacks
     from sarmae_cli.infer.api import Options, segment_scene
     from sarmae_cli.infer.batch import run_many, shard
     from sarmae_cli.infer.models import Models
-    from sarmae_cli.infer.threshold import threshold_scene
+    from sarmae_cli.infer.threshold import hybrid_scene, threshold_scene
 
     mine = set(shard([p for p, _ in planned]))
     jobs = [(p, outs) for p, outs in planned if p in mine]
@@ -128,6 +134,8 @@ def segment(
             opts.progress = rep.progress(src.name)
             if models is None:  # --method threshold
                 return threshold_scene(src, out, opts, probs, vec, png)
+            if method == "hybrid":
+                return hybrid_scene(src, out, models, opts, probs, vec, png)
             return segment_scene(src, out, models, opts, probs, vec, png)
 
         results = run_many([(p, [o for o in outs if o]) for p, outs in jobs], run, overwrite)

@@ -92,9 +92,14 @@ def filtered(db: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def find_threshold(sample: np.ndarray, params: Params = Params()) -> Threshold:
+def find_threshold(
+    sample: np.ndarray, params: Params = Params(), guide: np.ndarray | None = None
+) -> Threshold:
     """The scene threshold from a [h, w] sample (dB or grey levels, NaN where invalid), steps
-    1-2 of the module docstring."""
+    1-2 of the module docstring. With `guide` ([h, w]: 1 where a model calls water, 0 land, NaN
+    unknown) a tile is pooled only when the model also calls between `min_share` and
+    1 - `min_share` of it water, and without such a tile there is no fallback: the result has
+    `bimodal` 0 and a NaN value."""
     s = filtered(sample.astype(np.float32), params.filter_size)
     v = s[np.isfinite(s)]
     if v.size == 0:
@@ -111,6 +116,11 @@ def find_threshold(sample: np.ndarray, params: Params = Params()) -> Threshold:
             if t.size < params.min_valid * th * tw or t.size < 16:
                 continue
             tiles += 1
+            if guide is not None:
+                g = guide[y : y + th, x : x + tw]
+                g = g[np.isfinite(g)]
+                if not g.size or not params.min_share <= g.mean() <= 1 - params.min_share:
+                    continue
             counts = np.histogram(np.clip(t, edges[0], edges[-1]), edges)[0]
             d, share = ashman(counts, otsu(counts))
             if d > params.min_ashman and share >= params.min_share:
@@ -118,6 +128,8 @@ def find_threshold(sample: np.ndarray, params: Params = Params()) -> Threshold:
                 pooled += counts
     if bimodal:
         k = kittler_illingworth(pooled) if params.rule == "ki" else otsu(pooled)
+    elif guide is not None:
+        return Threshold(float("nan"), tiles, 0, True)
     else:
         k = otsu(np.histogram(np.clip(v, edges[0], edges[-1]), edges)[0])
     return Threshold(float(edges[k + 1]), tiles, bimodal, not bimodal)

@@ -21,22 +21,31 @@ operational Sentinel-1 flood mapping (Martinis et al. 2009, NHESS 9:303, and 201
 Outputs are those of `api.segment_scene` (class-map COG: 0 land, 1 water, 255 nodata; polygons,
 quicklook); `--probabilities` gets the share of each pixel's window on each side of the
 threshold (a score, not a probability).
+
+`--method hybrid` (`hybrid_scene`) is the threshold guided by a water model: the model maps the
+scene first; in step 2 a bimodal tile is pooled only where the model calls between `min_share`
+and 1 - `min_share` of it water (a land/water boundary by both the histogram and the model), and
+in step 3 a pixel below the threshold is water only within `NEAR` pixels of the model's water.
+Without such a tile the model's own map is written. The model decides where water can be (and
+whether the scene holds any); the threshold draws its edge from the scene's own backscatter.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import uniform_filter
+import rasterio
+from scipy.ndimage import maximum_filter, uniform_filter
 
 from sarmae_cli.data import raster
 from sarmae_cli.data.bimodal import Params, Threshold, find_threshold
 from sarmae_cli.data.scaling import to_db
-from sarmae_cli.infer.api import Options, gdal_env
+from sarmae_cli.infer.api import Options, gdal_env, segment_scene
 from sarmae_cli.infer.classmap import ClassOutputs, check_class_outputs, class_tags, write_class_outputs
 from sarmae_cli.infer.scene import open_scene
 from sarmae_cli.infer.writers import (
@@ -44,10 +53,12 @@ from sarmae_cli.infer.writers import (
     RasterSpec,
     Tee,
     colormap,
+    temp_beside,
 )
 from sarmae_cli.model.checkpoint import WeightsMeta
 
 CLASS_NAMES = ["land", "water"]  # those of the shipped water weights
+NEAR = 16  # hybrid: water only within this many pixels of the model's water (one encoder patch)
 BAND_PIXELS = 1 << 22  # pixels per row band of step 3 (16 to 1024 rows)
 #: The threshold method described as weights are, so that it opens a scene as the model path
 #: does (`open_scene`: one co-pol band chosen by polarisation, radiometry detected, nodata).
@@ -105,23 +116,35 @@ def threshold_scene(
     vector: Path | None = None,
     preview: Path | None = None,
     params: Params = Params(),
+    guide: Path | None = None,
 ) -> dict[str, Any]:
     """`segment_scene`'s outputs by the threshold method (no weights): class-map COG (uint8,
     0 land, 1 water, 255 nodata), optional scores COG (float32: share of the window above /
-    below the threshold), polygons and quicklook. Returns a summary with the threshold."""
+    below the threshold), polygons and quicklook. Returns a summary with the threshold.
+    `guide`: a water model's class map of the same scene (1 water), for `hybrid_scene`."""
     t0 = time.perf_counter()
     outputs = check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
-    with gdal_env(), open_scene(path, META, opts.bands, opts.nodata, opts.input_scale) as scene:
+    with contextlib.ExitStack() as files:
+        files.enter_context(gdal_env())
+        scene = files.enter_context(open_scene(path, META, opts.bands, opts.nodata, opts.input_scale))
+        model = files.enter_context(rasterio.open(guide)) if guide is not None else None
         mode, units = scene.scaling.mode, _units(scene.scaling.mode)
         if scene.empty:  # no valid pixel: nothing to threshold, every output pixel is nodata
             t, note, warnings = Threshold(float("nan"), 0, 0, False), "no threshold: no valid pixels", []
         else:
             sample = raster.read_decimated(scene.src, scene.indexes, scene.nodata, 1024)[0]  # [h, w]
+            water = None
+            if model is not None:
+                water = _water(raster.read_decimated(model, [1], CLASS_NODATA, 1024)[0])  # [h, w]
             if not np.isfinite(sample).any():  # valid pixels only between the sampled ones
-                sample = raster.read_valid(scene.src, scene.indexes, scene.nodata)[0]  # [1, n]
-            t = find_threshold(to_db(sample, mode), params)
-            note, warnings = _explain(t, units, params.rule, Path(str(path)).name)
-        tags = class_tags(CLASS_NAMES, METHOD="threshold", THRESHOLD=f"{t.value:.4f}", THRESHOLD_UNITS=units)
+                sample, water = raster.read_valid(scene.src, scene.indexes, scene.nodata)[0], None  # [1, n]
+            t = find_threshold(to_db(sample, mode), params, water)
+            if model is not None and not t.bimodal:
+                note, warnings = "the model's map: no tile where it and the histogram see land and water", []
+            else:
+                note, warnings = _explain(t, units, params.rule, Path(str(path)).name)
+        method = "threshold" if model is None else "hybrid"
+        tags = class_tags(CLASS_NAMES, METHOD=method, THRESHOLD=f"{t.value:.4f}", THRESHOLD_UNITS=units)
         k, common = params.filter_size, scene.georef()
         spec = RasterSpec(
             scene.width, scene.height, 1, "uint8", CLASS_NODATA, **common,
@@ -142,11 +165,12 @@ def threshold_scene(
                 CLASS_NAMES,
                 opts,
                 stack,
-                lambda sink: _classify(scene, mode, t.value, k, sink, opts),
+                lambda sink: _classify(scene, mode, t.value, k, sink, opts, model),
             )
         return {
-            "input": str(path), "outputs": [str(p) for p in outputs], "method": "threshold",
-            "threshold": None if scene.empty else round(t.value, 4), "threshold_units": units,
+            "input": str(path), "outputs": [str(p) for p in outputs], "method": method,
+            "threshold": None if scene.empty or not np.isfinite(t.value) else round(t.value, 4),
+            "threshold_units": units,
             "fallback": t.fallback,
             "tiles": t.tiles, "tiles_bimodal": t.bimodal, "tiles_skipped": 0,
             "seconds": round(time.perf_counter() - t0, 3), "device": "cpu", "input_scale": mode,
@@ -155,17 +179,63 @@ def threshold_scene(
         }  # fmt: skip
 
 
-def _classify(scene: Any, mode: str, threshold: float, size: int, sink: Tee, opts: Options) -> None:
+def _water(classes: np.ndarray) -> np.ndarray:
+    """A class map read as float (NaN nodata) -> 1.0 water, 0.0 land, NaN nodata."""
+    return np.where(np.isfinite(classes), (classes == 1).astype(np.float32), np.nan).astype(np.float32)
+
+
+def _classify(
+    scene: Any, mode: str, threshold: float, size: int, sink: Tee, opts: Options, model: Any = None
+) -> None:
     """Step 3: row bands of the full-resolution scene (with a halo of the window's radius) ->
-    [land score, water score] rows to `sink`."""
-    r, w = size // 2, scene.width
+    [land score, water score] rows to `sink`. With a `model` class map: water only within
+    `NEAR` pixels of its water, or its own map where there is no threshold (NaN)."""
+    r, w = (max(size // 2, NEAR) if model is not None else size // 2), scene.width
     rows = int(np.clip(BAND_PIXELS // max(w, 1), 16, 1024))
     for y in range(0, scene.height, rows):
         n = min(rows, scene.height - y)
         x, valid = raster.read_window(scene.src, scene.indexes, y - r, -r, n + 2 * r, w + 2 * r, scene.nodata)
         db = to_db(x[0], mode)
         valid &= np.isfinite(db)
-        score = water_score(db, valid, threshold, size)[r : r + n, r : r + w]  # [n, W]
+        if model is None:
+            score = water_score(db, valid, threshold, size)
+        else:
+            m, _ = raster.read_window(model, [1], y - r, -r, n + 2 * r, w + 2 * r, CLASS_NODATA)
+            near = np.nan_to_num(_water(m[0])) > 0  # [n + 2r, W + 2r]: the model's water
+            if np.isfinite(threshold):
+                score = water_score(db, valid, threshold, size) * maximum_filter(near, 2 * NEAR + 1)
+            else:
+                score = near.astype(np.float32)
+        score = score[r : r + n, r : r + w]  # [n, W]
         sink.write_rows(y, np.stack([1.0 - score, score]), valid[r : r + n, r : r + w])
         if opts.progress:
             opts.progress(y + n, scene.height)
+
+
+def hybrid_scene(
+    path: Path,
+    output: Path,
+    models: Any,
+    opts: Options,
+    probabilities: Path | None = None,
+    vector: Path | None = None,
+    preview: Path | None = None,
+    params: Params = Params(),
+) -> dict[str, Any]:
+    """`--method hybrid`: the water model's map of the scene (a temporary file beside the
+    output), then `threshold_scene` guided by it (module docstring). Same outputs and summary
+    as `threshold_scene`, with the model's notes and warnings added."""
+    t0 = time.perf_counter()
+    check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
+    with temp_beside(Path(output)) as guide:
+        m = segment_scene(path, guide, models, replace(opts, overwrite=True))
+        s = threshold_scene(path, output, opts, probabilities, vector, preview, params, guide=guide)
+    notes = [f"the model's map from {models.path.name}", *m["notes"], *s["notes"]]
+    s.update(
+        weights=str(models.path),
+        notes=list(dict.fromkeys(notes)),
+        warnings=list(dict.fromkeys([*m["warnings"], *s["warnings"]])),
+        seconds=round(time.perf_counter() - t0, 3),
+        device=m["device"],
+    )
+    return s

@@ -139,3 +139,50 @@ def test_cli_threshold_refuses_weights(invoke, tmp_path):
     r = invoke("segment", "--method", "threshold", "-w", weights, src, "-o", tmp_path / "w.tif")
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--method threshold" in r.stderr
     assert not (tmp_path / "w.tif").exists()
+
+
+def test_guided_threshold_keeps_water_near_the_models_water(tmp_path):
+    """`threshold_scene(guide=...)` (the core of `--method hybrid`): of two dark regions only the
+    one the model calls water is water; with a guide that calls nothing water there is no
+    threshold and the model's (empty) map is written."""
+    db, truth = speckled_db()  # a lake (left) and a river (right)
+    lake = truth.copy()
+    lake[:, int(256 * 0.7) :] = False
+    src = write_scene(tmp_path / "s.tif", db[None], nodata=-9999.0)
+    guide = write_scene(tmp_path / "g.tif", lake[None].astype(np.uint8), nodata=255)  # the lake only
+    s = threshold_scene(src, tmp_path / "h.tif", Options(), guide=guide)
+    assert s["method"] == "hybrid" and s["tiles_bimodal"] >= 1 and WATER_DB + 3 < s["threshold"] < LAND_DB - 3
+    with rasterio.open(tmp_path / "h.tif") as o:
+        water = o.read(1) == 1
+        assert o.tags()["METHOD"] == "hybrid"
+    assert iou(water, lake) > 0.9  # the lake, not the river 40 px away
+    assert not water[:, int(256 * 0.8) : int(256 * 0.9)].any()
+    land = write_scene(tmp_path / "g0.tif", np.zeros((1, *db.shape), np.uint8), nodata=255)
+    s = threshold_scene(src, tmp_path / "h0.tif", Options(), guide=land)
+    assert s["tiles_bimodal"] == 0 and s["threshold"] is None and "the model's map" in s["notes"][-1]
+    with rasterio.open(tmp_path / "h0.tif") as o:
+        assert not (o.read(1) == 1).any()
+    assert find_threshold(db, guide=np.zeros(db.shape, np.float32)).bimodal == 0
+    assert find_threshold(db, guide=lake.astype(np.float32)).bimodal >= 1
+
+
+def test_cli_hybrid_runs_the_water_weights_and_refuses_other_tasks(invoke, tmp_path):
+    """`--method hybrid` with weights: the model's map guides the threshold (its notes and the
+    weights in the summary); another task is a usage error before any work."""
+    db, truth = speckled_db(96, 128)
+    src = write_scene(tmp_path / "s.tif", db[None], nodata=-9999.0)
+    weights = make_weights(tmp_path / "lw.safetensors", "segmentation", in_chans=1, classes=["land", "water"])
+    r = invoke("segment", "-w", weights, "--method", "hybrid", src, "-o", tmp_path / "h.tif", "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)["results"][0]
+    assert summary["method"] == "hybrid" and summary["weights"].endswith("lw.safetensors")
+    assert any("the model's map from lw.safetensors" in n for n in summary["notes"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.tif", "lw.safetensors", "s.tif"]  # no temp left
+    r = invoke("segment", "--task", "mstar", "--method", "hybrid", src, "-o", tmp_path / "x.tif")
+    assert (
+        r.exit_code == 2
+        and "--method hybrid maps water only" in r.stderr
+        and not (tmp_path / "x.tif").exists()
+    )
+    r = invoke("segment", "--method", "nope", src, "-o", tmp_path / "x.tif")
+    assert r.exit_code == 2 and "model, threshold or hybrid" in r.stderr
