@@ -20,8 +20,9 @@ Water (`weights/sarmae_water.safetensors`, segmentation):
    Each variant is segmented by the library path of `sarmae segment` (`segment_scene`) with the
    shipped water weights at `--gsd auto` (the default: resampled to the 10 m they record) and at
    `--gsd native`, and by the physical baseline (`threshold_scene`, `sarmae segment --method
-   threshold`). Water IoU against the label on the variant's own grid (label -1 and nodata
-   pixels ignored).
+   threshold`); with `--hybrid`, also by `sarmae segment --method hybrid` (`hybrid_scene`, the
+   baseline guided by the water weights at `--gsd auto`). Water IoU against the label on the
+   variant's own grid (label -1 and nodata pixels ignored).
 2. OMBRIA test (70 AFTER/MASK pairs, 8-bit PNG, no geotransform): the 8-bit form only, no
    pixel-size variants; `eval_water.ombria` (model, as `sarmae evaluate`) and
    `eval_threshold.ombria` (baseline), accumulated over all pixels.
@@ -91,7 +92,7 @@ from sarmae_cli.demo import gpd_boxes
 from sarmae_cli.infer.api import Options, segment_scene
 from sarmae_cli.infer.detect import DetectOptions, detect_scene
 from sarmae_cli.infer.models import Models
-from sarmae_cli.infer.threshold import threshold_scene
+from sarmae_cli.infer.threshold import hybrid_scene, threshold_scene
 from sarmae_cli.train.detection_eval import detection_metrics
 from sarmae_cli.train.metrics import confusion_matrix, segmentation_metrics
 
@@ -227,7 +228,8 @@ def water_iou(class_map: np.ndarray, truth: np.ndarray) -> float:
 
 def sen1floods11(methods: dict[str, Any], work: Path, declared: bool) -> list[dict[str, Any]]:
     """Every variant of the Sen1Floods11 chip through every method. `methods`: name -> (Models
-    or None for the threshold baseline, gsd)."""
+    or None for the threshold baseline, gsd); the name "hybrid": `--method hybrid` with those
+    Models."""
     src = next((DATA / "sen1floods11" / "S1").glob("*.tif"))
     label = next((DATA / "sen1floods11" / "Labels").glob("*LabelHand*.tif"))
     rows = []
@@ -242,8 +244,12 @@ def sen1floods11(methods: dict[str, Any], work: Path, declared: bool) -> list[di
             out = work / f"chip{i:02d}_{name}.tif"
             opts = Options(input_scale=scale, overwrite=True, gsd=gsd)
             t0 = time.perf_counter()
-            if models is None:
-                s = threshold_scene(scene, out, opts)
+            if models is None or name == "hybrid":
+                s = (
+                    threshold_scene(scene, out, opts)
+                    if models is None
+                    else hybrid_scene(scene, out, models, opts)
+                )
                 extra = {"threshold": s.get("threshold")}
             else:
                 s = segment_scene(scene, out, models, opts)
@@ -263,10 +269,10 @@ def sen1floods11(methods: dict[str, Any], work: Path, declared: bool) -> list[di
     return rows
 
 
-def ombria(weights: dict[str, Path]) -> dict[str, Any]:
+def ombria(weights: dict[str, Path], hybrid: Any = None, work: Path | None = None) -> dict[str, Any]:
     """OMBRIA test, its 8-bit renderings as they are (no geotransform: every `--gsd` runs
     native): each weights file, as `sarmae evaluate`, and the baseline, as `eval_threshold.py`
-    (one threshold per image, IoU over all pixels)."""
+    (one threshold per image, IoU over all pixels); with `hybrid` (Models), `--method hybrid` too."""
     ew, et = _bench("eval_water"), _bench("eval_threshold")
     row: dict[str, Any] = {"set": "OMBRIA test (70)", "variant": "8-bit · one band · no transform"}
     row["methods"] = m = {}
@@ -278,6 +284,10 @@ def ombria(weights: dict[str, Path]) -> dict[str, Any]:
     t0 = time.perf_counter()
     r = et.ombria("test", et.Params())
     m["baseline"] = {"water_iou": r["threshold_water_iou"], "seconds": round(time.perf_counter() - t0, 1)}
+    if hybrid is not None:
+        t0 = time.perf_counter()
+        r = et.ombria("test", et.Params(), hybrid, work)
+        m["hybrid"] = {"water_iou": r["threshold_water_iou"], "seconds": round(time.perf_counter() - t0, 1)}
     print("OMBRIA: " + "  ".join(f"{k} {v['water_iou']:.3f}" for k, v in m.items()), file=sys.stderr)
     return row
 
@@ -467,13 +477,17 @@ def water_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one row per set / variant; the shipped model at `--gsd auto` (the default) and
     at `--gsd native`, the baseline, and model − baseline."""
     head = ["set", "variant", "pixels", "model IoU (`--gsd auto`, default)", "model IoU (`--gsd native`)"]
-    head += ["baseline IoU (`--method threshold`)", "model − baseline", "read as"]
+    head += ["baseline IoU (`--method threshold`)", "model − baseline"]
+    hybrid = any("hybrid" in r["methods"] for r in rows)
+    head += ["hybrid IoU (`--method hybrid`)"] if hybrid else []
+    head += ["read as"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         m = {k: v["water_iou"] for k, v in r["methods"].items()}
         b = m.get("baseline")
         cells = [r["set"], r["variant"], r.get("pixels", "256×256 each"), _f(m.get("model"))]
         cells += [_f(m.get("native", m.get("model"))), _f(b), _f(m["model"] - b, sign=True)]
+        cells += [_f(m.get("hybrid"))] if hybrid else []
         cells += [", ".join(r.get("read_as", [])) or "uint8"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -517,6 +531,7 @@ def main() -> None:
     ap.add_argument("--skip-ships", action="store_true", help="leave the ship detector out")
     ap.add_argument("--mstar-json", type=Path, help="renderings from an earlier mstar_renderings.py --json")
     ap.add_argument("--declared-scale", action="store_true", help="--input-scale = the form written")
+    ap.add_argument("--hybrid", action="store_true", help="water: also `--method hybrid` (a column)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -535,7 +550,13 @@ def main() -> None:
                 "native": (water, "native"),
                 "baseline": (None, "native"),
             }
-            res["water"] = [*sen1floods11(methods, work, args.declared_scale), ombria(weights)]
+            if args.hybrid:
+                methods["hybrid"] = (water, "auto")
+            hybrid = water if args.hybrid else None
+            res["water"] = [
+                *sen1floods11(methods, work, args.declared_scale),
+                ombria(weights, hybrid, work),
+            ]
         if not args.skip_ships:
             (work / "ships").mkdir()
             gsd = args.ships_gsd if args.ships_gsd in ("auto", "native") else float(args.ships_gsd)

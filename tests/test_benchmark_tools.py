@@ -364,3 +364,15 @@ def test_synthetic_sea_counts_add_up(tmp_path):
     found = sum(round(v["recall"] * v["ships"]) for v in r["by_length"].values() if v["ships"])
     assert found == p["tp"]
     assert mod.run(mod.WEIGHTS, [100], 384, 0.999, tmp_path)["pooled"]["tp"] == 0  # nothing scores so high
+
+
+def test_robustness_water_table_gains_a_hybrid_column_only_when_measured():
+    """eval_robustness.water_table: model, native, baseline, model − baseline, and the hybrid
+    column only when some row measured `--method hybrid`."""
+    mod = _load("eval_robustness")
+    methods = {"model": {"water_iou": 0.5}, "native": {"water_iou": 0.4}, "baseline": {"water_iou": 0.6}}
+    row = {"set": "s", "variant": "v", "pixels": "2×2", "read_as": ["db"], "methods": methods}
+    plain = mod.water_table([row])
+    assert "hybrid" not in plain and "| s | v | 2×2 | 0.500 | 0.400 | 0.600 | −0.100 | db |" in plain
+    row["methods"]["hybrid"] = {"water_iou": 0.55}
+    assert "| s | v | 2×2 | 0.500 | 0.400 | 0.600 | −0.100 | 0.550 | db |" in mod.water_table([row])

@@ -25,7 +25,8 @@ threshold (a score, not a probability).
 `--method hybrid` (`hybrid_scene`) is the threshold guided by a water model: the model maps the
 scene first; in step 2 a bimodal tile is pooled only where the model calls between `min_share`
 and 1 - `min_share` of it water (a land/water boundary by both the histogram and the model), and
-in step 3 a pixel below the threshold is water only within `NEAR` pixels of the model's water.
+in step 3 a pixel below the threshold is water only within one encoder patch (`NEAR` pixels of
+the grid the model ran on, converted to input pixels) of the model's water.
 Without such a tile the model's own map is written. The model decides where water can be (and
 whether the scene holds any); the threshold draws its edge from the scene's own backscatter.
 """
@@ -45,7 +46,7 @@ from scipy.ndimage import maximum_filter, uniform_filter
 from sarmae_cli.data import raster
 from sarmae_cli.data.bimodal import Params, Threshold, find_threshold
 from sarmae_cli.data.scaling import to_db
-from sarmae_cli.infer.api import Options, gdal_env, segment_scene
+from sarmae_cli.infer.api import Options, gdal_env, open_input, segment_scene
 from sarmae_cli.infer.classmap import ClassOutputs, check_class_outputs, class_tags, write_class_outputs
 from sarmae_cli.infer.scene import open_scene
 from sarmae_cli.infer.writers import (
@@ -58,7 +59,7 @@ from sarmae_cli.infer.writers import (
 from sarmae_cli.model.checkpoint import WeightsMeta
 
 CLASS_NAMES = ["land", "water"]  # those of the shipped water weights
-NEAR = 16  # hybrid: water only within this many pixels of the model's water (one encoder patch)
+NEAR = 16  # hybrid: water only within this many model pixels of the model's water (one encoder patch)
 BAND_PIXELS = 1 << 22  # pixels per row band of step 3 (16 to 1024 rows)
 #: The threshold method described as weights are, so that it opens a scene as the model path
 #: does (`open_scene`: one co-pol band chosen by polarisation, radiometry detected, nodata).
@@ -117,11 +118,13 @@ def threshold_scene(
     preview: Path | None = None,
     params: Params = Params(),
     guide: Path | None = None,
+    near: int = NEAR,
 ) -> dict[str, Any]:
     """`segment_scene`'s outputs by the threshold method (no weights): class-map COG (uint8,
     0 land, 1 water, 255 nodata), optional scores COG (float32: share of the window above /
     below the threshold), polygons and quicklook. Returns a summary with the threshold.
-    `guide`: a water model's class map of the same scene (1 water), for `hybrid_scene`."""
+    `guide`: a water model's class map of the same scene (1 water), for `hybrid_scene`; `near`:
+    water only within this many input pixels of the guide's water."""
     t0 = time.perf_counter()
     outputs = check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
     with contextlib.ExitStack() as files:
@@ -165,7 +168,7 @@ def threshold_scene(
                 CLASS_NAMES,
                 opts,
                 stack,
-                lambda sink: _classify(scene, mode, t.value, k, sink, opts, model),
+                lambda sink: _classify(scene, mode, t.value, k, sink, opts, model, near),
             )
         return {
             "input": str(path), "outputs": [str(p) for p in outputs], "method": method,
@@ -185,12 +188,19 @@ def _water(classes: np.ndarray) -> np.ndarray:
 
 
 def _classify(
-    scene: Any, mode: str, threshold: float, size: int, sink: Tee, opts: Options, model: Any = None
+    scene: Any,
+    mode: str,
+    threshold: float,
+    size: int,
+    sink: Tee,
+    opts: Options,
+    model: Any = None,
+    near: int = NEAR,
 ) -> None:
     """Step 3: row bands of the full-resolution scene (with a halo of the window's radius) ->
     [land score, water score] rows to `sink`. With a `model` class map: water only within
-    `NEAR` pixels of its water, or its own map where there is no threshold (NaN)."""
-    r, w = (max(size // 2, NEAR) if model is not None else size // 2), scene.width
+    `near` pixels of its water, or its own map where there is no threshold (NaN)."""
+    r, w = (max(size // 2, near) if model is not None else size // 2), scene.width
     rows = int(np.clip(BAND_PIXELS // max(w, 1), 16, 1024))
     for y in range(0, scene.height, rows):
         n = min(rows, scene.height - y)
@@ -201,11 +211,11 @@ def _classify(
             score = water_score(db, valid, threshold, size)
         else:
             m, _ = raster.read_window(model, [1], y - r, -r, n + 2 * r, w + 2 * r, CLASS_NODATA)
-            near = np.nan_to_num(_water(m[0])) > 0  # [n + 2r, W + 2r]: the model's water
+            water = np.nan_to_num(_water(m[0])) > 0  # [n + 2r, W + 2r]: the model's water
             if np.isfinite(threshold):
-                score = water_score(db, valid, threshold, size) * maximum_filter(near, 2 * NEAR + 1)
+                score = water_score(db, valid, threshold, size) * maximum_filter(water, 2 * near + 1)
             else:
-                score = near.astype(np.float32)
+                score = water.astype(np.float32)
         score = score[r : r + n, r : r + w]  # [n, W]
         sink.write_rows(y, np.stack([1.0 - score, score]), valid[r : r + n, r : r + w])
         if opts.progress:
@@ -227,9 +237,11 @@ def hybrid_scene(
     as `threshold_scene`, with the model's notes and warnings added."""
     t0 = time.perf_counter()
     check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
+    with gdal_env(), open_input(path, models, opts, opts.gsd) as scene:
+        near = max(1, round(NEAR / min(scene.scale)))  # one patch of the model's grid, input pixels
     with temp_beside(Path(output)) as guide:
         m = segment_scene(path, guide, models, replace(opts, overwrite=True))
-        s = threshold_scene(path, output, opts, probabilities, vector, preview, params, guide=guide)
+        s = threshold_scene(path, output, opts, probabilities, vector, preview, params, guide, near)
     notes = [f"the model's map from {models.path.name}", *m["notes"], *s["notes"]]
     s.update(
         weights=str(models.path),

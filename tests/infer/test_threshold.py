@@ -157,6 +157,9 @@ def test_guided_threshold_keeps_water_near_the_models_water(tmp_path):
         assert o.tags()["METHOD"] == "hybrid"
     assert iou(water, lake) > 0.9  # the lake, not the river 40 px away
     assert not water[:, int(256 * 0.8) : int(256 * 0.9)].any()
+    threshold_scene(src, tmp_path / "h80.tif", Options(), guide=guide, near=80)  # the river is near
+    with rasterio.open(tmp_path / "h80.tif") as o:
+        assert iou(o.read(1) == 1, truth) > 0.9
     land = write_scene(tmp_path / "g0.tif", np.zeros((1, *db.shape), np.uint8), nodata=255)
     s = threshold_scene(src, tmp_path / "h0.tif", Options(), guide=land)
     assert s["tiles_bimodal"] == 0 and s["threshold"] is None and "the model's map" in s["notes"][-1]
