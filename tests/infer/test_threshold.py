@@ -189,3 +189,29 @@ def test_cli_hybrid_runs_the_water_weights_and_refuses_other_tasks(invoke, tmp_p
     )
     r = invoke("segment", "--method", "nope", src, "-o", tmp_path / "x.tif")
     assert r.exit_code == 2 and "model, threshold or hybrid" in r.stderr
+
+
+def test_hybrid_distance_is_one_patch_of_the_models_grid(invoke, tmp_path, monkeypatch):
+    """`hybrid_scene` allows water within one encoder patch of the model's grid: 16 input pixels
+    when the scene has the weights' pixel size, 160 for a 1 m scene and 10 m weights (the first
+    implementation used 16 input pixels whatever the scale)."""
+    from rasterio.transform import from_origin
+
+    from sarmae_cli.infer import threshold as th
+    from sarmae_cli.infer.models import Models
+
+    weights = make_weights(tmp_path / "w.safetensors", "segmentation", in_chans=1, classes=["land", "water"])
+    r = invoke("weights", "convert", weights, "--gsd", "10", "-o", tmp_path / "w10.safetensors")
+    assert r.exit_code == 0, r.stderr
+    seen = []
+    monkeypatch.setattr(
+        th, "threshold_scene", lambda *a, **k: seen.append(a[8]) or {"notes": [], "warnings": []}
+    )
+    models = Models("segment", tmp_path / "w10.safetensors", "cpu")
+    db, _ = speckled_db(320, 320)
+    for metres in (10.0, 1.0):
+        src = write_scene(
+            tmp_path / f"s{metres:g}.tif", db[None], transform=from_origin(600000, 5800000, metres, metres)
+        )
+        th.hybrid_scene(src, tmp_path / f"h{metres:g}.tif", models, Options())
+    assert seen == [16, 160]
