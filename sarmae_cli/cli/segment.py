@@ -119,12 +119,14 @@ def segment(
     from sarmae_cli.infer.api import Options, segment_scene
     from sarmae_cli.infer.batch import run_many, shard
     from sarmae_cli.infer.models import Models
-    from sarmae_cli.infer.threshold import hybrid_scene, threshold_scene
+    from sarmae_cli.infer.threshold import hybrid_scene, hybrid_water_class, threshold_scene
 
     mine = set(shard([p for p, _ in planned]))
     jobs = [(p, outs) for p, outs in planned if p in mine]
     check_stacks([p for p, _ in jobs])  # files of one scene on one grid, before any work
     models = Models("segment", weights_file, device, threads) if weights_file else None
+    if method == "hybrid":
+        hybrid_water_class(models)  # a usage error before any work when the weights map no water
     opts = Options(batch_size, tile, overlap, bands, nodata, input_scale, creation, overwrite, gsd=target_gsd)
     outputs = dict(jobs)
     with Reporter(quiet) as rep:

@@ -46,6 +46,7 @@ from scipy.ndimage import maximum_filter, uniform_filter
 from sarmae_cli.data import raster
 from sarmae_cli.data.bimodal import Params, Threshold, find_threshold
 from sarmae_cli.data.scaling import to_db
+from sarmae_cli.errors import UsageError
 from sarmae_cli.infer.api import Options, gdal_env, open_input, segment_scene
 from sarmae_cli.infer.classmap import ClassOutputs, check_class_outputs, class_tags, write_class_outputs
 from sarmae_cli.infer.scene import open_scene
@@ -119,12 +120,13 @@ def threshold_scene(
     params: Params = Params(),
     guide: Path | None = None,
     near: int = NEAR,
+    guide_class: int = 1,
 ) -> dict[str, Any]:
     """`segment_scene`'s outputs by the threshold method (no weights): class-map COG (uint8,
     0 land, 1 water, 255 nodata), optional scores COG (float32: share of the window above /
     below the threshold), polygons and quicklook. Returns a summary with the threshold.
-    `guide`: a water model's class map of the same scene (1 water), for `hybrid_scene`; `near`:
-    water only within this many input pixels of the guide's water."""
+    `guide`: a water model's class map of the same scene (`guide_class`: its water class), for
+    `hybrid_scene`; `near`: water only within this many input pixels of the guide's water."""
     t0 = time.perf_counter()
     outputs = check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
     with contextlib.ExitStack() as files:
@@ -138,7 +140,7 @@ def threshold_scene(
             sample = raster.read_decimated(scene.src, scene.indexes, scene.nodata, 1024)[0]  # [h, w]
             water = None
             if model is not None:
-                water = _water(raster.read_decimated(model, [1], CLASS_NODATA, 1024)[0])  # [h, w]
+                water = _water(raster.read_decimated(model, [1], CLASS_NODATA, 1024)[0], guide_class)
             if not np.isfinite(sample).any():  # valid pixels only between the sampled ones
                 sample, water = raster.read_valid(scene.src, scene.indexes, scene.nodata)[0], None  # [1, n]
             t = find_threshold(to_db(sample, mode), params, water)
@@ -168,7 +170,7 @@ def threshold_scene(
                 CLASS_NAMES,
                 opts,
                 stack,
-                lambda sink: _classify(scene, mode, t.value, k, sink, opts, model, near),
+                lambda sink: _classify(scene, mode, t.value, k, sink, opts, model, near, guide_class),
             )
         return {
             "input": str(path), "outputs": [str(p) for p in outputs], "method": method,
@@ -182,9 +184,10 @@ def threshold_scene(
         }  # fmt: skip
 
 
-def _water(classes: np.ndarray) -> np.ndarray:
-    """A class map read as float (NaN nodata) -> 1.0 water, 0.0 land, NaN nodata."""
-    return np.where(np.isfinite(classes), (classes == 1).astype(np.float32), np.nan).astype(np.float32)
+def _water(classes: np.ndarray, water: int = 1) -> np.ndarray:
+    """A class map read as float (NaN nodata) -> 1.0 where class `water`, 0.0 elsewhere, NaN
+    nodata; [h, w]."""
+    return np.where(np.isfinite(classes), (classes == water).astype(np.float32), np.nan).astype(np.float32)
 
 
 def _classify(
@@ -196,6 +199,7 @@ def _classify(
     opts: Options,
     model: Any = None,
     near: int = NEAR,
+    guide_class: int = 1,
 ) -> None:
     """Step 3: row bands of the full-resolution scene (with a halo of the window's radius) ->
     [land score, water score] rows to `sink`. With a `model` class map: water only within
@@ -211,7 +215,7 @@ def _classify(
             score = water_score(db, valid, threshold, size)
         else:
             m, _ = raster.read_window(model, [1], y - r, -r, n + 2 * r, w + 2 * r, CLASS_NODATA)
-            water = np.nan_to_num(_water(m[0])) > 0  # [n + 2r, W + 2r]: the model's water
+            water = np.nan_to_num(_water(m[0], guide_class)) > 0  # [n + 2r, W + 2r]: the model's water
             if np.isfinite(threshold):
                 score = water_score(db, valid, threshold, size) * maximum_filter(water, 2 * near + 1)
             else:
@@ -220,6 +224,17 @@ def _classify(
         sink.write_rows(y, np.stack([1.0 - score, score]), valid[r : r + n, r : r + w])
         if opts.progress:
             opts.progress(y + n, scene.height)
+
+
+def hybrid_water_class(models: Any) -> int:
+    """The index of the `water` class of the weights of `--method hybrid` (usage error without)."""
+    names = [n.lower() for n in models.class_names]
+    if "water" not in names:
+        raise UsageError(
+            f"--method hybrid needs water weights (a class named 'water'); {models.path.name} has "
+            f"classes {', '.join(models.class_names)}: use --task water or other weights"
+        )
+    return names.index("water")
 
 
 def hybrid_scene(
@@ -237,11 +252,12 @@ def hybrid_scene(
     as `threshold_scene`, with the model's notes and warnings added."""
     t0 = time.perf_counter()
     check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
+    water = hybrid_water_class(models)
     with gdal_env(), open_input(path, models, opts, opts.gsd) as scene:
         near = max(1, round(NEAR / min(scene.scale)))  # one patch of the model's grid, input pixels
     with temp_beside(Path(output)) as guide:
         m = segment_scene(path, guide, models, replace(opts, overwrite=True))
-        s = threshold_scene(path, output, opts, probabilities, vector, preview, params, guide, near)
+        s = threshold_scene(path, output, opts, probabilities, vector, preview, params, guide, near, water)
     notes = [f"the model's map from {models.path.name}", *m["notes"], *s["notes"]]
     s.update(
         weights=str(models.path),

@@ -189,6 +189,12 @@ def test_cli_hybrid_runs_the_water_weights_and_refuses_other_tasks(invoke, tmp_p
     )
     r = invoke("segment", "--method", "nope", src, "-o", tmp_path / "x.tif")
     assert r.exit_code == 2 and "model, threshold or hybrid" in r.stderr
+    crops = make_weights(
+        tmp_path / "c.safetensors", "segmentation", in_chans=1, classes=["soil", "crop", "urban"]
+    )
+    r = invoke("segment", "-w", crops, "--method", "hybrid", src, "-o", tmp_path / "x.tif")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "classes soil, crop, urban" in r.stderr
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_hybrid_distance_is_one_patch_of_the_models_grid(invoke, tmp_path, monkeypatch):
