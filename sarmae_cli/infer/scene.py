@@ -259,3 +259,10 @@ def open_scene(
     except BaseException:
         src.close()
         raise
+
+
+def model_scale(path: Path, meta: WeightsMeta, gsd: str | float = "auto") -> Scale:
+    """What `open_scene` resamples `path` by for the weights `meta` at `--gsd gsd` (model pixels
+    per input pixel, rows and columns), from the file's georeferencing alone: no pixels read."""
+    with open_input(as_input(path)) as src:
+        return resolve_gsd(raster.pixel_size(src), InputSpec.from_meta(meta.to_dict()).gsd, gsd)[0]

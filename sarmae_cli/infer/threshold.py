@@ -47,9 +47,9 @@ from sarmae_cli.data import raster
 from sarmae_cli.data.bimodal import Params, Threshold, find_threshold
 from sarmae_cli.data.scaling import to_db
 from sarmae_cli.errors import UsageError
-from sarmae_cli.infer.api import Options, gdal_env, open_input, segment_scene
+from sarmae_cli.infer.api import Options, gdal_env, segment_scene
 from sarmae_cli.infer.classmap import ClassOutputs, check_class_outputs, class_tags, write_class_outputs
-from sarmae_cli.infer.scene import open_scene
+from sarmae_cli.infer.scene import model_scale, open_scene
 from sarmae_cli.infer.writers import (
     CLASS_NODATA,
     RasterSpec,
@@ -187,7 +187,7 @@ def threshold_scene(
 def _water(classes: np.ndarray, water: int = 1) -> np.ndarray:
     """A class map read as float (NaN nodata) -> 1.0 where class `water`, 0.0 elsewhere, NaN
     nodata; [h, w]."""
-    return np.where(np.isfinite(classes), (classes == water).astype(np.float32), np.nan).astype(np.float32)
+    return np.where(np.isfinite(classes), classes == water, np.nan).astype(np.float32)
 
 
 def _classify(
@@ -253,8 +253,9 @@ def hybrid_scene(
     t0 = time.perf_counter()
     check_class_outputs(path, output, probabilities, vector, preview, opts.overwrite)
     water = hybrid_water_class(models)
-    with gdal_env(), open_input(path, models, opts, opts.gsd) as scene:
-        near = max(1, round(NEAR / min(scene.scale)))  # one patch of the model's grid, input pixels
+    with gdal_env():
+        scale = model_scale(path, models.meta, opts.gsd)
+    near = max(1, round(NEAR / min(scale)))  # one patch of the model's grid, in input pixels
     with temp_beside(Path(output)) as guide:
         m = segment_scene(path, guide, models, replace(opts, overwrite=True))
         s = threshold_scene(path, output, opts, probabilities, vector, preview, params, guide, near, water)
