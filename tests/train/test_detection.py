@@ -185,9 +185,9 @@ def test_zoomed_training_crops_show_objects_enlarged():
 
 
 def test_copy_paste_adds_boxes_that_frame_pasted_objects():
-    """`detection.copy_paste` 1: each crop of an empty stretch of the scene gains 1 to
-    `paste_max` boxes, each on a bright pasted square, none overlapping another; with 0 the
-    crops are those of the plain dataset (the same RNG draws)."""
+    """`detection.copy_paste` 1: every crop holds at least one box (crops of the empty stretch
+    only through pasting), each on a bright square, none overlapping another; with 0 no objects
+    are collected for pasting; a probability above 1 is a usage error."""
     rng = np.random.default_rng(2)
     img, _, boxes = _scene(rng, 2)
     img = np.pad(img, ((0, 0), (0, 96)))  # a dark stretch on the right: crops there hold no object
