@@ -185,7 +185,7 @@ def test_zoomed_training_crops_show_objects_enlarged():
 
 
 def test_copy_paste_adds_boxes_that_frame_pasted_objects():
-    """`detection.copy_paste` 1: every crop holds at least one box (crops of the empty stretch
+    """`detection.copy_paste` 1: 30 crops hold at least 30 boxes (crops of the empty stretch
     only through pasting), each on a bright square, none overlapping another; with 0 no objects
     are collected for pasting; a probability above 1 is a usage error."""
     rng = np.random.default_rng(2)
