@@ -1,5 +1,6 @@
 """Object detector on the SARMAE encoder: a ViTDet-style simple feature pyramid from the last
-block's patch tokens and torchvision's FCOS head (anchor-free, no compiled ops).
+block's patch tokens, optionally with pixel detail from a small CNN on the input (`SpatialPrior`),
+and torchvision's FCOS head (anchor-free, no compiled ops).
 
     model = Detector(enc, num_classes=1, strides=(8, 16, 32))
     outputs = model(x)                                  # dense head outputs (what ONNX exports)
@@ -71,18 +72,63 @@ class PyramidLevel(nn.Module):
         return self.body(x)  # [B, d, h, w] -> [B, channels, h*p/s, w*p/s] (ceil)
 
 
+class SpatialPrior(nn.Module):
+    """Pixel detail for the pyramid (the spatial prior of ViT-Adapter, reduced): the ViT sees
+    16-px patches, coarse for objects one or two patches long. Three 3x3 convs of stride 2 on
+    the band mean of the input (one channel, whatever the number of bands) give a stride-8 map
+    [B, width, H/8, W/8]; each pyramid level adds it, average-pooled to its grid (repeated for
+    stride 4), through a 1x1 conv that starts at zero, so an untrained prior leaves the pyramid
+    as it was."""
+
+    def __init__(self, width: int, channels: int, strides: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in (width // 4, width // 2, width):
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.GroupNorm(8, c), nn.GELU()]
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        self.resize = nn.ModuleList(
+            nn.Upsample(scale_factor=8 // s) if s < 8 else nn.AvgPool2d(s // 8, ceil_mode=True) if s > 8
+            else nn.Identity()
+            for s in strides
+        )
+        self.proj = nn.ModuleList(nn.Conv2d(width, channels, 1) for _ in strides)
+        for conv in self.proj:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        prior = self.body(x.mean(1, keepdim=True))  # [B, width, H/8, W/8]
+        return [
+            f + proj(resize(prior))  # [B, ch, H/s, W/s]
+            for f, resize, proj in zip(feats, self.resize, self.proj, strict=True)
+        ]
+
+
 class DetectionHead(nn.Module):
-    """Simple feature pyramid (`neck`, one level per stride) + torchvision's FCOSHead (`fcos`)."""
+    """Simple feature pyramid (`neck`, one level per stride), with `prior` > 0 a `SpatialPrior` of
+    that width added to it, + torchvision's FCOSHead (`fcos`)."""
 
     def __init__(
-        self, dim: int, patch: int, num_classes: int, strides: Sequence[int], channels: int, num_convs: int
+        self,
+        dim: int,
+        patch: int,
+        num_classes: int,
+        strides: Sequence[int],
+        channels: int,
+        num_convs: int,
+        prior: int = 0,
     ) -> None:
         super().__init__()
         self.neck = nn.ModuleList(PyramidLevel(dim, channels, s / patch) for s in strides)
+        self.prior = SpatialPrior(prior, channels, strides) if prior > 0 else None
         self.fcos = FCOSHead(channels, 1, num_classes, num_convs)
 
-    def forward(self, tokens: torch.Tensor) -> Outputs:
+    def forward(self, tokens: torch.Tensor, x: torch.Tensor) -> Outputs:
         feats = [level(tokens) for level in self.neck]  # per level [B, ch, H/s, W/s]
+        if self.prior is not None:
+            feats = self.prior(x, feats)
         out = self.fcos(feats)
         return out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
 
@@ -99,19 +145,23 @@ class Detector(nn.Module):
         channels: int = 128,
         drop_path_rate: float = 0.0,
         num_convs: int = 4,
+        prior: int = 0,
     ) -> None:
         super().__init__()
         if channels < 32 or channels % 32:
             raise ValueError(f"detector channels must be a multiple of 32 (GroupNorm), got {channels}")
+        if prior < 0 or prior % 32:
+            raise ValueError(f"detector prior width must be 0 or a multiple of 32 (GroupNorm), got {prior}")
         if num_classes < 1:
             raise ValueError(f"a detector needs at least one class, got {num_classes}")
         self.strides = _check_strides(strides, enc.patch_size)
         self.num_classes = int(num_classes)
         self.channels = int(channels)
         self.num_convs = int(num_convs)
+        self.prior = int(prior)
         self.encoder = SarViT(enc, drop_path_rate)
         self.head = DetectionHead(
-            enc.embed_dim, enc.patch_size, num_classes, self.strides, channels, num_convs
+            enc.embed_dim, enc.patch_size, num_classes, self.strides, channels, num_convs, self.prior
         )
 
     def forward(self, x: torch.Tensor) -> Outputs:
@@ -122,7 +172,7 @@ class Detector(nn.Module):
         )
         tokens = self.encoder.forward_features(x)[:, self.encoder.num_prefix_tokens :]  # [B, h*w, d]
         tokens = tokens.transpose(1, 2).reshape(b, -1, h // p, w // p)  # [B, d, H/p, W/p]
-        return self.head(tokens)  # [B, N, K], [B, N, 4], [B, N, 1]
+        return self.head(tokens, x)  # [B, N, K], [B, N, 4], [B, N, 1]
 
     def config(self) -> dict[str, Any]:
         """The `head` metadata entry that rebuilds this detector (`factory.build_model`)."""
@@ -132,6 +182,7 @@ class Detector(nn.Module):
             "strides": list(self.strides),
             "channels": self.channels,
             "num_convs": self.num_convs,
+            "prior": self.prior,
         }
 
 

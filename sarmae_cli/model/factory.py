@@ -65,6 +65,7 @@ def build_model(meta: WeightsMeta, drop_path_rate: float = 0.0) -> nn.Module:
             int(head.get("channels", 128)),
             drop_path_rate,
             int(head.get("num_convs", 4)),
+            int(head.get("prior", 0)),
         )
     raise WeightsError(f"cannot build a model for task {meta.task!r}")
 

@@ -42,6 +42,7 @@ class DetectionConfig:
     strides: list[int] = field(default_factory=lambda: [8, 16, 32])  # pyramid levels (4 to 64)
     channels: int = 128  # pyramid and FCOS head width (a multiple of 32)
     num_convs: int = 4  # conv layers of each FCOS head branch
+    prior: int = 0  # width of the pixel CNN added to the pyramid (model.detector.SpatialPrior); 0: none
     min_box_size: float = 2.0  # boxes (and mask components) under this many pixels on a side are dropped
     object_crop: float = 0.7  # probability that a training crop holds a random object (else anywhere)
     scale: tuple[float, float] = (0.8, 1.25)  # random rescale of training images

@@ -127,7 +127,7 @@ def build_model(cfg: FinetuneConfig, start: Start, num_classes: int) -> nn.Modul
     if cfg.task == "classification":
         model: nn.Module = Classifier(start.enc, num_classes, dpr)
     elif cfg.task == "detection":
-        model = Detector(start.enc, num_classes, det.strides, det.channels, dpr, det.num_convs)
+        model = Detector(start.enc, num_classes, det.strides, det.channels, dpr, det.num_convs, det.prior)
     else:
         model = Segmenter(
             start.enc,

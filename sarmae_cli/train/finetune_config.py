@@ -161,6 +161,8 @@ def _check_detection(cfg: FinetuneConfig) -> None:
         raise UsageError(f"detection.zoom (model pixels per image pixel) must be in [0.25, 8], got {d.zoom}")
     if d.num_convs < 1 or d.max_detections < 1 or d.min_box_size < 0:
         raise UsageError("detection.num_convs and detection.max_detections must be >= 1, min_box_size >= 0")
+    if d.prior < 0 or d.prior % 32:
+        raise UsageError(f"detection.prior (pixel CNN width) must be 0 or a multiple of 32, got {d.prior}")
     if d.paste_max < 1:
         raise UsageError(f"detection.paste_max (objects pasted per crop) must be >= 1, got {d.paste_max}")
     if cfg.task == "detection" and cfg.data.chip_size and cfg.data.chip_size % 16:

@@ -101,3 +101,14 @@ def test_export_command_reports_boxes(invoke, detector, tmp_path):
     assert "points of 4 sample tiles: " in r.stderr and "boxes of 4 sample tiles: " in r.stderr
     assert "lowest IoU 1.0000" in r.stderr
     assert '"box_recall_vs_fp32"' in r.stdout
+
+
+def test_detector_with_spatial_prior_exports_with_parity(tmp_path):
+    """The prior's pooling and upsampling go into the graph: export checks dense and box
+    parity (`export_onnx` raises when they fail) for a detector whose prior counts."""
+    weights = make_detector(tmp_path / "p.safetensors", prior=32)
+    model, _ = load_model(weights)
+    assert model.prior == 32
+    report = export_onnx(weights, tmp_path / "p.onnx").to_dict()
+    (points,) = [r for r in report["parity"] if r["output"] == "points"]
+    assert points["min_iou"] >= BOX_IOU and points["max_score_diff"] <= BOX_SCORE and points["points"] > 100

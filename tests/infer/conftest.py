@@ -54,15 +54,25 @@ def make_weights(path: Path, task: str, in_chans: int = 2, classes: list[str] | 
 
 
 def make_detector(
-    path: Path, in_chans: int = 1, classes: list[str] | None = None, tile: int = 64, overlap: int = 32
+    path: Path,
+    in_chans: int = 1,
+    classes: list[str] | None = None,
+    tile: int = 64,
+    overlap: int = 32,
+    prior: int = 0,
 ) -> Path:
     """A tiny random FCOS detector (fixed seed; strides 8-32 on 16-px patches). Untrained, its
-    boxes score about 0.07 everywhere."""
+    boxes score about 0.07 everywhere. With `prior` > 0 it has a spatial prior of that width
+    whose projections are random (as if trained), so the prior counts."""
     torch.manual_seed(0)
     classes = classes or ["ship"]
     meta = tiny_meta("detection", in_chans, classes)
     meta.tile = {"size": tile, "overlap": overlap}
-    save_model(path, Detector(meta.encoder_config, len(classes), (8, 16, 32), channels=32, num_convs=1), meta)
+    model = Detector(meta.encoder_config, len(classes), (8, 16, 32), channels=32, num_convs=1, prior=prior)
+    if model.head.prior is not None:
+        for conv in model.head.prior.proj:
+            torch.nn.init.normal_(conv.weight, std=0.05)
+    save_model(path, model, meta)
     return path
 
 

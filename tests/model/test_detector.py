@@ -36,6 +36,8 @@ def test_forward_shapes_over_levels(strides):
 def test_bad_configs_refused():
     with pytest.raises(ValueError, match="multiple of 32"):
         Detector(CFG, 1, channels=48)
+    with pytest.raises(ValueError, match="prior width"):
+        Detector(CFG, 1, prior=48)
     with pytest.raises(ValueError, match="power of 2"):
         Detector(CFG, 1, strides=(8, 24))
 
@@ -88,9 +90,44 @@ def test_round_trip_through_weights_file(tmp_path):
         "strides": [8, 16, 32],
         "channels": 32,
         "num_convs": 2,
+        "prior": 0,
     }
     loaded, m = load_model(tmp_path / "d.safetensors")
     assert isinstance(loaded, Detector) and m.task == "detection" and m.class_names == ["ship", "rig"]
     assert all(k.startswith(("encoder.", "head.")) for k in loaded.state_dict())
     for a, b in zip(loaded(x), model(x), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("strides", [(8, 16, 32), (4, 8, 16, 32, 64)])
+def test_untrained_spatial_prior_leaves_the_outputs_unchanged(strides):
+    """The prior's 1x1 convs start at zero: the same weights without and with a prior give the
+    same outputs, on a size whose coarse levels round up (6 x 10 patches)."""
+    torch.manual_seed(0)
+    plain = Detector(CFG, 1, strides, channels=32, num_convs=1).eval()
+    with_prior = Detector(CFG, 1, strides, channels=32, num_convs=1, prior=64).eval()
+    missing, unexpected = with_prior.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("head.prior.") for k in missing)
+    x = torch.randn(2, 2, 96, 160)
+    for a, b in zip(plain(x), with_prior(x), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_trained_spatial_prior_counts_and_round_trips(tmp_path):
+    """With non-zero projections the prior changes the outputs; a weights file records its width
+    and gives the same outputs back; a 1-band input runs through it too (it reads the band mean)."""
+    torch.manual_seed(0)
+    model = Detector(CFG, 1, (8, 16, 32), channels=32, num_convs=1, prior=32).eval()
+    x = torch.randn(1, 2, 64, 64)
+    before = model(x)[0].clone()
+    for conv in model.head.prior.proj:
+        torch.nn.init.normal_(conv.weight, std=0.1)
+    assert not torch.allclose(model(x)[0], before)
+    meta = save_model(tmp_path / "p.safetensors", model, _meta(["ship"]))
+    assert meta.head["prior"] == 32
+    loaded, _ = load_model(tmp_path / "p.safetensors")
+    assert loaded.prior == 32
+    for a, b in zip(loaded(x), model(x), strict=True):
+        assert torch.equal(a, b)
+    one_band = Detector(preset("tiny", in_chans=1, img_size=64, depth=2), 1, (8, 16), channels=32, prior=32)
+    assert one_band(torch.randn(1, 1, 64, 64))[0].shape == (1, 64 + 16, 1)

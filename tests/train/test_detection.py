@@ -216,6 +216,15 @@ def test_copy_paste_adds_boxes_that_frame_pasted_objects():
         fc.check_config(cfg)
 
 
+def test_spatial_prior_width_checked_and_built():
+    """`detection.prior` must be 0 or a multiple of 32; a valid width builds a detector with it."""
+    with pytest.raises(Exception, match="detection.prior"):
+        fc.check_config(fc.resolve_config("detection", {"data": {"train": "x"}, "detection": {"prior": 40}}))
+    cfg = fc.resolve_config("detection", {"data": {"train": "x"}, "detection": {"prior": 64}})
+    fc.check_config(cfg)
+    assert cfg.detection.prior == 64
+
+
 class Oracle(torch.nn.Module):
     """A 'detector' that boxes every bright blob of a window, also blobs cut by its edge (the
     duplicates a sliding window must not keep), as dense FCOS outputs at stride 8."""
