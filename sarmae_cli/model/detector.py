@@ -89,7 +89,10 @@ class SpatialPrior(nn.Module):
             c_in = c
         self.body = nn.Sequential(*layers)
         self.resize = nn.ModuleList(
-            nn.Upsample(scale_factor=8 // s) if s < 8 else nn.AvgPool2d(s // 8, ceil_mode=True) if s > 8
+            nn.Upsample(scale_factor=8 // s)
+            if s < 8
+            else nn.AvgPool2d(s // 8, ceil_mode=True)
+            if s > 8
             else nn.Identity()
             for s in strides
         )
