@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.ops import box_iou
 from torchvision.transforms.v2 import functional as TF
 
 from sarmae_cli.data import labelled as L
@@ -278,7 +279,7 @@ def paste_objects(
         x0, y0 = left + int(xs.min()), top + int(ys.min())
         box = torch.tensor([[x0, y0, left + int(xs.max()) + 1, top + int(ys.max()) + 1]], dtype=torch.float32)
         spot = torch.tensor([[left, top, left + w, top + h]]).float()
-        if len(boxes) and bool((_intersection(spot, boxes) > 0).any()):
+        if len(boxes) and bool((box_iou(spot, boxes) > 0).any()):
             continue  # would cover or touch an object
         k = 2 * max(1, round(max(h, w) * 0.115)) + 1  # fades to 0 about one margin outside the box
         blur = F.avg_pool2d(core[None], k, stride=1, padding=k // 2, count_include_pad=False)[0]  # [1, h, w]
@@ -288,13 +289,6 @@ def paste_objects(
         boxes = torch.cat([boxes, box])
         labels = torch.cat([labels, torch.tensor([o.label], dtype=labels.dtype)])
     return x, boxes, labels
-
-
-def _intersection(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Intersection areas [N, M] of xyxy boxes a [N, 4] and b [M, 4]."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    return (rb - lt).clamp_min(0).prod(-1)
 
 
 def _area(boxes: torch.Tensor) -> torch.Tensor:
